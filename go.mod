@@ -1,0 +1,3 @@
+module github.com/ferrymq/ferrymq
+
+go 1.26.0
