@@ -13,7 +13,12 @@ type Retained[V any] struct {
 	mu   sync.RWMutex
 	root rnode[V]
 	n    int
+	bufs sync.Pool // *[]retainedItem[V], Match's collection buffers
 }
+
+// maxPooledItems bounds the buffers kept for reuse by Match, so one huge
+// match does not pin its memory.
+const maxPooledItems = 4096
 
 // rnode is one topic level of the retained index.
 type rnode[V any] struct {
@@ -128,15 +133,29 @@ func (r *Retained[V]) Match(filter string, fn func(topic string, v V) bool) {
 	if filter == "" {
 		return
 	}
-	var items []retainedItem[V]
+	buf, _ := r.bufs.Get().(*[]retainedItem[V])
+	if buf == nil {
+		buf = new([]retainedItem[V])
+	}
 	r.mu.RLock()
-	r.root.match(filter, true, &items)
+	r.root.match(filter, true, buf)
 	r.mu.RUnlock()
-	for _, it := range items {
+	defer r.putBuf(buf) // also when fn panics
+	for _, it := range *buf {
 		if !fn(it.topic, it.v) {
 			return
 		}
 	}
+}
+
+// putBuf clears buf (so it keeps no values alive) and pools it.
+func (r *Retained[V]) putBuf(buf *[]retainedItem[V]) {
+	if cap(*buf) > maxPooledItems {
+		return
+	}
+	clear(*buf)
+	*buf = (*buf)[:0]
+	r.bufs.Put(buf)
 }
 
 // match appends to out the set nodes under n matching the filter levels in
