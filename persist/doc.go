@@ -1,0 +1,2 @@
+// Package persist will hold the Badger session store (next issue).
+package persist
