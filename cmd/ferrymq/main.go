@@ -23,8 +23,6 @@ type app struct {
 	getenv         func(string) string
 	// shutdownTimeout bounds Server.Shutdown after a signal.
 	shutdownTimeout time.Duration
-	// started, if set, is called once the server is listening (tests).
-	started func()
 }
 
 func main() {
