@@ -115,14 +115,17 @@ func (a *app) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stderr, "ferrymq: %s\n", oneLine(err))
 		return 1
 	}
+	// broker.Server.Start logs one "listening" addr=... line per listener;
+	// this line sums up, with the actual ports when port 0 was asked for.
+	var addrs []string
 	for _, addr := range srv.Addrs() {
-		log.Info("listening", "addr", addr.String())
+		addrs = append(addrs, addr.String())
 	}
 	configName := o.configFile
 	if configName == "" {
 		configName = "(built-in defaults)"
 	}
-	log.Info("ferrymq started", "version", version, "config", configName, "data_dir", cfg.Storage.Dir)
+	log.Info("ferrymq started", "addrs", strings.Join(addrs, ","), "version", version, "config", configName, "data_dir", cfg.Storage.Dir)
 	notify := func(state string) {
 		if err := sdNotify(a.getenv("NOTIFY_SOCKET"), state); err != nil {
 			log.Warn("sd_notify failed", "state", state, "err", err)
