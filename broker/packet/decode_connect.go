@@ -50,7 +50,7 @@ func decodeConnectBody(d *decoder, c *Connect) error {
 		return err
 	}
 	if v5 {
-		if err := d.props(&c.Props, maskConnect, ""); err != nil {
+		if err := d.props(&c.Props, maskConnect, packetFields); err != nil {
 			return err
 		}
 		if c.Props.Has(PropAuthData) && !c.Props.Has(PropAuthMethod) {
@@ -65,7 +65,7 @@ func decodeConnectBody(d *decoder, c *Connect) error {
 	}
 	if c.WillFlag {
 		if v5 {
-			if err := d.props(&c.WillProps, maskWill, "will "); err != nil {
+			if err := d.props(&c.WillProps, maskWill, willFields); err != nil {
 				return err
 			}
 		}
@@ -158,7 +158,7 @@ func decodeConnack(d *decoder, v5 bool) (Packet, error) {
 	if c.ReasonCode, err = d.reasonCode(&connackCodes); err != nil {
 		return nil, err
 	}
-	if err := d.props(&c.Props, maskConnack, ""); err != nil {
+	if err := d.props(&c.Props, maskConnack, packetFields); err != nil {
 		return nil, err
 	}
 	return ret(c, d.end())

@@ -15,7 +15,7 @@ func decodePublish(d *decoder, flags byte, v5 bool) (Packet, error) {
 		}
 	}
 	if v5 {
-		if err := d.props(&p.Props, maskPublish, ""); err != nil {
+		if err := d.props(&p.Props, maskPublish, packetFields); err != nil {
 			return nil, err
 		}
 	}
@@ -45,7 +45,7 @@ func decodeAck(d *decoder, v5 bool) (Packet, error) {
 	if d.left() == 0 {
 		return a, nil
 	}
-	if err := d.props(&a.Props, maskAck, ""); err != nil {
+	if err := d.props(&a.Props, maskAck, packetFields); err != nil {
 		return nil, err
 	}
 	return ret(a, d.end())
@@ -62,7 +62,7 @@ func decodeSubscribe(d *decoder, v5 bool) (Packet, error) {
 	if v5 {
 		// A second Subscription Identifier is a Protocol Error [MQTT-3.8.2.1.2]
 		// (props only lets it repeat in PUBLISH).
-		if err := d.props(&s.Props, maskSubscribe, ""); err != nil {
+		if err := d.props(&s.Props, maskSubscribe, packetFields); err != nil {
 			return nil, err
 		}
 	}
@@ -123,7 +123,7 @@ func decodeSuback(d *decoder, v5 bool) (Packet, error) {
 	codes := &v3SubackSet // 3.1.1 [MQTT-3.9.3-2]: 0x00, 0x01, 0x02, 0x80 only
 	if v5 {
 		codes = &subackCodes
-		if err := d.props(&s.Props, maskAck, ""); err != nil {
+		if err := d.props(&s.Props, maskAck, packetFields); err != nil {
 			return nil, err
 		}
 	}
@@ -141,7 +141,7 @@ func decodeUnsubscribe(d *decoder, v5 bool) (Packet, error) {
 	}
 	u := &Unsubscribe{PacketID: id}
 	if v5 {
-		if err := d.props(&u.Props, maskUnsubscribe, ""); err != nil {
+		if err := d.props(&u.Props, maskUnsubscribe, packetFields); err != nil {
 			return nil, err
 		}
 	}
@@ -168,7 +168,7 @@ func decodeUnsuback(d *decoder, v5 bool) (Packet, error) {
 	if !v5 {
 		return ret(u, d.end())
 	}
-	if err := d.props(&u.Props, maskAck, ""); err != nil {
+	if err := d.props(&u.Props, maskAck, packetFields); err != nil {
 		return nil, err
 	}
 	if u.ReasonCodes, err = d.reasonCodes(&unsubackCode); err != nil {
@@ -208,7 +208,7 @@ func decodeCodeProps(d *decoder, codes *codeSet, mask uint64) (Packet, error) {
 		}
 	}
 	if d.left() > 0 {
-		if err := d.props(&props, mask, ""); err != nil {
+		if err := d.props(&props, mask, packetFields); err != nil {
 			return nil, err
 		}
 		if err := d.end(); err != nil {

@@ -155,37 +155,60 @@ const (
 	kindPair
 )
 
-var propKinds = [64]propKind{
-	PropPayloadFormat: kindByte, PropRequestProblemInfo: kindByte, PropRequestResponseInfo: kindByte,
-	PropMaximumQoS: kindByte, PropRetainAvailable: kindByte, PropWildcardSubAvailable: kindByte,
-	PropSubIDAvailable: kindByte, PropSharedSubAvailable: kindByte,
-	PropServerKeepAlive: kindUint16, PropReceiveMaximum: kindUint16, PropTopicAliasMaximum: kindUint16,
-	PropTopicAlias: kindUint16,
-	PropMessageExpiry: kindUint32, PropSessionExpiry: kindUint32, PropWillDelay: kindUint32,
-	PropMaximumPacketSize: kindUint32,
-	PropSubscriptionID:    kindVarint,
-	PropContentType:       kindString, PropResponseTopic: kindString, PropAssignedClientID: kindString,
-	PropAuthMethod: kindString, PropResponseInfo: kindString, PropServerReference: kindString,
-	PropReasonString:    kindString,
-	PropCorrelationData: kindBinary, PropAuthData: kindBinary,
-	PropUserProperty: kindPair,
+var propKinds = func() (k [64]propKind) {
+	set := func(kind propKind, ids ...PropID) {
+		for _, id := range ids {
+			k[id] = kind
+		}
+	}
+	set(kindByte, PropPayloadFormat, PropRequestProblemInfo, PropRequestResponseInfo, PropMaximumQoS,
+		PropRetainAvailable, PropWildcardSubAvailable, PropSubIDAvailable, PropSharedSubAvailable)
+	set(kindUint16, PropServerKeepAlive, PropReceiveMaximum, PropTopicAliasMaximum, PropTopicAlias)
+	set(kindUint32, PropMessageExpiry, PropSessionExpiry, PropWillDelay, PropMaximumPacketSize)
+	set(kindVarint, PropSubscriptionID)
+	set(kindString, PropContentType, PropResponseTopic, PropAssignedClientID, PropAuthMethod,
+		PropResponseInfo, PropServerReference, PropReasonString)
+	set(kindBinary, PropCorrelationData, PropAuthData)
+	set(kindPair, PropUserProperty)
+	return k
+}()
+
+// propFields holds the field names a property list reports in errors,
+// precomputed so that decoding allocates nothing for them.
+type propFields struct {
+	list, length, userKey, userVal string
+	names                          [64]string
 }
+
+func makePropFields(prefix string) *propFields {
+	f := &propFields{list: prefix + "properties", length: prefix + "property length",
+		userKey: prefix + "user property name", userVal: prefix + "user property value"}
+	for id := range f.names {
+		f.names[id] = prefix + PropID(id).String()
+	}
+	return f
+}
+
+var (
+	packetFields = makePropFields("")
+	willFields   = makePropFields("will ")
+)
 
 // props reads a property list [MQTT-2.2.2]: its Variable Byte Integer
 // length, then properties until that length is used up. allowed is the set
-// the packet may carry; prefix ("" or "will ") names the list in errors.
-func (d *decoder) props(p *Properties, allowed uint64, prefix string) error {
-	n, err := d.varint(prefix + "property length")
+// the packet may carry; f names the list in errors.
+func (d *decoder) props(p *Properties, allowed uint64, f *propFields) error {
+	n, err := d.varint(f.length)
 	if err != nil {
 		return err
 	}
 	if n > d.left() {
-		return d.short(prefix + "property length")
+		return d.short(f.length)
 	}
 	end := d.off + n
 	sub := decoder{b: d.b[:end], off: d.off, pt: d.pt}
 	for sub.off < end {
-		if err := sub.prop(p, allowed, prefix); err != nil {
+		if err := sub.prop(p, allowed, f); err != nil {
 			return err
 		}
 	}
@@ -196,20 +219,20 @@ func (d *decoder) props(p *Properties, allowed uint64, prefix string) error {
 // prop reads one property. Unknown identifiers and properties not allowed
 // on the packet are Malformed; repeating a property other than User
 // Property (and Subscription Identifier in PUBLISH) is a Protocol Error.
-func (d *decoder) prop(p *Properties, allowed uint64, prefix string) error {
+func (d *decoder) prop(p *Properties, allowed uint64, f *propFields) error {
 	c, _ := d.byte1("") // caller checked there is a byte
 	id := PropID(c)
 	if c >= 64 || propKinds[id] == kindUnknown {
-		return d.fail(MalformedPacket, prefix+"properties", fmt.Sprintf("unknown property identifier 0x%02X", c))
+		return d.fail(MalformedPacket, f.list, fmt.Sprintf("unknown property identifier 0x%02X", c))
 	}
 	if allowed&bit(id) == 0 {
-		return d.fail(MalformedPacket, prefix+"properties", id.String()+" is not allowed on "+d.pt.String())
+		return d.fail(MalformedPacket, f.list, id.String()+" is not allowed on "+d.pt.String())
 	}
+	field := f.names[id]
 	repeatable := id == PropUserProperty || (id == PropSubscriptionID && d.pt == PUBLISH)
 	if p.Has(id) && !repeatable {
-		return d.fail(ProtocolError, prefix+id.String(), "included more than once") // e.g. [MQTT-3.8.2.1.2]
+		return d.fail(ProtocolError, field, "included more than once") // e.g. [MQTT-3.8.2.1.2]
 	}
-	field := prefix + id.String()
 	switch propKinds[id] {
 	case kindByte:
 		v, err := d.byte1(field)
@@ -239,13 +262,14 @@ func (d *decoder) prop(p *Properties, allowed uint64, prefix string) error {
 		}
 		p.SetUint32(id, v)
 	default:
-		return d.propVar(p, id, field)
+		return d.propVar(p, id, f)
 	}
 	return nil
 }
 
 // propVar reads the variable-length property kinds.
-func (d *decoder) propVar(p *Properties, id PropID, field string) error {
+func (d *decoder) propVar(p *Properties, id PropID, f *propFields) error {
+	field := f.names[id]
 	switch propKinds[id] {
 	case kindVarint: // Subscription Identifier
 		v, err := d.varint(field)
@@ -273,11 +297,11 @@ func (d *decoder) propVar(p *Properties, id PropID, field string) error {
 			p.AuthData = b
 		}
 	case kindPair:
-		k, err := d.str(field + " name")
+		k, err := d.str(f.userKey)
 		if err != nil {
 			return err
 		}
-		v, err := d.str(field + " value")
+		v, err := d.str(f.userVal)
 		if err != nil {
 			return err
 		}
