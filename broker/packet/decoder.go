@@ -10,7 +10,8 @@ import (
 // layout; it is ignored for CONNECT, which carries its own level.
 //
 // []byte fields (Publish.Payload, Connect.WillPayload, Connect.Password,
-// Properties.CorrelationData, Properties.AuthData) alias body; strings are
+// Properties.CorrelationData, Properties.AuthData) alias body, with their
+// capacity capped at their length, and are nil when empty; strings are
 // copied. Every error is an *Error naming the packet and the field.
 //
 // A CONNECT that fails after its protocol name and level were read is
@@ -167,12 +168,13 @@ func (d *decoder) str(field string) (string, error) {
 	return string(b), nil
 }
 
-// rest returns the unread bytes (aliasing the body), nil when none.
+// rest returns the unread bytes (aliasing the body, capacity capped so
+// that an append cannot write past the body), nil when none.
 func (d *decoder) rest() []byte {
 	if d.off == len(d.b) {
 		return nil
 	}
-	b := d.b[d.off:]
+	b := d.b[d.off:len(d.b):len(d.b)]
 	d.off = len(d.b)
 	return b
 }

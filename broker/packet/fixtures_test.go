@@ -340,6 +340,9 @@ var unsubackFixtures = []fixture{
 var smallFixtures = []fixture{
 	{name: "PINGREQ", v: V311, hex: "c0 00", want: &Pingreq{}},
 	{name: "PINGRESP", v: V5, hex: "d0 00", want: &Pingresp{}},
+	{name: "5.0 PINGREQ", v: V5, hex: "c0 00", want: &Pingreq{}},
+	{name: "3.1.1 PINGRESP", v: V311, hex: "d0 00", want: &Pingresp{}},
+	{name: "PINGRESP with body", v: V5, hex: "d0 02 0000", code: MalformedPacket, field: "remaining length"},
 	{name: "PINGREQ with body", v: V311, hex: "c0 01 00", code: MalformedPacket, field: "remaining length"},
 	{name: "PINGREQ flags [MQTT-2.1.3-1]", v: V311, hex: "c1 00", code: MalformedPacket, field: "fixed header flags"},
 	{name: "PINGRESP flags [MQTT-2.1.3-1]", v: V5, hex: "d8 00", code: MalformedPacket, field: "fixed header flags"},
@@ -462,5 +465,27 @@ func TestDecodeAliasing(t *testing.T) {
 	pub := p.(*Publish)
 	if string(pub.Payload) != "payloaX" || pub.Topic != "t" {
 		t.Fatalf("payload %q topic %q: payload must alias, topic must be copied", pub.Payload, pub.Topic)
+	}
+	// Capacity is capped: appending to a field never writes into the
+	// caller's buffer beyond the body.
+	buf := append(unhex(t, pk("10", s("MQTT"), "04 c2 003c", s("c"), s("u"), s("pw"))), 0xEE, 0xEE)
+	h, _ := ParseFixedHeader(buf, 0)
+	p, err = Decode(h, buf[h.HeaderLen:h.Size()], V311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.(*Connect)
+	_ = append(c.Password, 'X')
+	if buf[len(buf)-2] != 0xEE || cap(c.Password) != len(c.Password) {
+		t.Fatalf("append to Password wrote past the body")
+	}
+	b := []byte{0, 1, 't', 'p', 0xEE}
+	pp, err := Decode(FixedHeader{Type: PUBLISH, Remaining: 4, HeaderLen: 2}, b[:4], V311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append(pp.(*Publish).Payload, 'X')
+	if b[4] != 0xEE {
+		t.Fatal("append to Payload wrote past the body")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"testing/iotest"
 )
 
 // fuzzFixtures are inputs FuzzDecode found interesting (crashers, round
@@ -13,7 +14,8 @@ var fuzzFixtures = []fixture{}
 // FuzzDecode feeds arbitrary bytes to ParseFixedHeader and Decode in both
 // versions. It must never panic, every error must be an *Error, and every
 // packet that decodes must encode, decode again to the same value, and
-// encode again to the same bytes.
+// encode again to the same bytes. The Reader, fed the same bytes in
+// pieces, must return the same first packet.
 func FuzzDecode(f *testing.F) {
 	for _, fx := range allFixtures() {
 		f.Add(mustUnhex(fx.hex))
@@ -38,6 +40,11 @@ func fuzzOne(t *testing.T, data []byte, v Version) {
 		return
 	}
 	p, err := Decode(h, data[h.HeaderLen:h.Size()], v)
+	r := NewReader(iotest.HalfReader(bytes.NewReader(data)), 0)
+	r.SetVersion(v)
+	if rp, rerr := r.ReadPacket(); (rerr == nil) != (err == nil) || (err == nil && !packetsEqual(p, rp)) {
+		t.Fatalf("v%d: Reader gave %#v, %v; Decode gave %#v, %v", v, rp, rerr, p, err)
+	}
 	if err != nil {
 		var pe *Error
 		if !errors.As(err, &pe) {

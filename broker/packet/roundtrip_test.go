@@ -350,3 +350,12 @@ func TestEncodeNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// Decoding a 3.1.1 PUBLISH costs the Publish and its topic string, nothing else.
+func TestDecodePublishAllocs(t *testing.T) {
+	raw, _ := Encode(nil, &Publish{QoS: 1, PacketID: 1, Topic: "a/b", Payload: make([]byte, 64)}, V311)
+	h, _ := ParseFixedHeader(raw, 0)
+	if n := testing.AllocsPerRun(100, func() { _, _ = Decode(h, raw[h.HeaderLen:], V311) }); n > 2 {
+		t.Errorf("%v allocs, want <= 2", n)
+	}
+}
