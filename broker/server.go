@@ -1,25 +1,64 @@
 // Package broker is the MQTT server: listeners, per-connection read and
 // write loops, and one file per protocol concern (connect, publish,
-// subscribe, ...). It routes through topics, keeps client state in session
-// and reaches storage only through interfaces.
+// subscribe, acks, will, disconnect). It routes through topics, keeps
+// client state in session and reaches storage only through session.Store.
+//
+// Lock order (never take an earlier lock while holding a later one):
+//
+//  1. Server.smu   (session registry)
+//  2. sess.mu      (one session's state and its attached connection)
+//  3. client.wmu   (one connection's outbound buffer and alias table)
+//
+// topics.Trie and topics.Retained lock internally and call nothing back,
+// so they may be used under any of these. No lock is held while a message
+// is routed to other sessions, and no lock is held across a blocking write.
 package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrymq/ferrymq/session"
+	"github.com/ferrymq/ferrymq/topics"
 )
 
 // Options are the non-config dependencies of a Server.
 type Options struct {
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
+	// Store makes sessions durable. Default: session.Memory{}.
+	Store session.Store
+	// Now is the clock (tests may fake it). Default: time.Now.
+	Now func() time.Time
 }
 
 // Server is one MQTT broker instance. Several may run in one process.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	store session.Store
+	now   func() time.Time
+
+	trie     *topics.Trie
+	retained *topics.Retained[*session.Message]
+	shareRR  sync.Map // group key -> *atomic.Uint32 round-robin cursor
+
+	smu      sync.RWMutex
+	sessions map[string]*sess // by client id, online and offline
+	closing  bool             // guarded by smu: no new sessions once set
+
+	lmu       sync.Mutex
+	listeners []net.Listener
+
+	wg     sync.WaitGroup // every goroutine the server starts
+	stats  Stats
+	nextID atomic.Uint64 // for assigned client identifiers
 }
 
 // New builds a server from a configuration (defaults applied, then
@@ -32,18 +71,147 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: opts.Logger}, nil
+	if opts.Store == nil {
+		opts.Store = session.Memory{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      opts.Logger,
+		store:    opts.Store,
+		now:      opts.Now,
+		trie:     topics.NewTrie(),
+		retained: topics.NewRetained[*session.Message](),
+		sessions: make(map[string]*sess),
+	}, nil
 }
 
-// Start binds every listener and starts serving. It fails (and binds
-// nothing) if any listener cannot be opened, e.g. "listen tcp
+// Start binds every listener and starts serving. It fails (and keeps
+// nothing bound) if any listener cannot be opened, e.g. "listen tcp
 // 127.0.0.1:1883: bind: address already in use".
-func (s *Server) Start() error { return nil }
+func (s *Server) Start() error {
+	var ls []net.Listener
+	for _, lc := range s.cfg.Listeners {
+		l, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			for _, o := range ls {
+				o.Close()
+			}
+			return err
+		}
+		ls = append(ls, l)
+	}
+	s.lmu.Lock()
+	s.listeners = ls
+	s.lmu.Unlock()
+	for i, l := range ls {
+		lc := s.cfg.Listeners[i]
+		s.wg.Add(1)
+		go s.acceptLoop(l, lc)
+		s.log.Info("listening", "addr", l.Addr().String())
+	}
+	return nil
+}
 
 // Addrs returns the bound listener addresses, in config order.
-func (s *Server) Addrs() []net.Addr { return nil }
+func (s *Server) Addrs() []net.Addr {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
 
-// Shutdown stops accepting, disconnects clients (v5: DISCONNECT 0x8B),
-// publishes wills as the spec requires and waits for every goroutine, or
-// until ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error { return nil }
+func (s *Server) acceptLoop(l net.Listener, lc Listener) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Temporary failure (EMFILE...): back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "addr", l.Addr().String(), "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.smu.RLock()
+		closing := s.closing
+		s.smu.RUnlock()
+		if closing {
+			conn.Close()
+			continue
+		}
+		c := newClient(s, conn, lc)
+		s.wg.Add(1)
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, disconnects every client (v5: DISCONNECT
+// 0x8B), publishes their wills as for any connection the server closes
+// [MQTT-3.1.2-8], and waits for every goroutine, or until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.lmu.Lock()
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.lmu.Unlock()
+
+	s.smu.Lock()
+	s.closing = true
+	var online []*client
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		if ss.c != nil {
+			online = append(online, ss.c)
+		}
+		ss.mu.Unlock()
+	}
+	s.smu.Unlock()
+	for _, c := range online {
+		c.closeWith(errShutdown)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown: %w", ctx.Err())
+	}
+	s.smu.Lock()
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		ss.stopTimers()
+		ss.mu.Unlock()
+	}
+	s.smu.Unlock()
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("shutdown: close store: %w", err)
+	}
+	return nil
+}
+
+// lookup returns the session of clientID, or nil.
+func (s *Server) lookup(clientID string) *sess {
+	s.smu.RLock()
+	ss := s.sessions[clientID]
+	s.smu.RUnlock()
+	return ss
+}
+
+// goOwned runs fn on a goroutine the server waits for at shutdown.
+func (s *Server) goOwned(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}

@@ -1,0 +1,313 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ferrymq/ferrymq/broker/packet"
+)
+
+// connectTimeout bounds how long a new connection may take to send CONNECT.
+const connectTimeout = 10 * time.Second
+
+// client is one network connection. Its read goroutine (serve) owns the
+// read side; the write side is shared: any goroutine may append packets to
+// out under wmu and then flush.
+type client struct {
+	srv  *Server
+	conn net.Conn
+	raw  syscall.RawConn // nil when the conn has no file descriptor (tests, TLS later)
+	lc   Listener
+	log  *slog.Logger
+
+	// Read side: touched only by the serve goroutine.
+	rbuf      []byte
+	rpooled   bool
+	dirty     []*client // connections this goroutine appended to, flushed after each read
+	inAliases map[uint16]string
+
+	// Fixed after CONNECT.
+	id           string
+	version      packet.Version
+	ss           *sess
+	keepAlive    time.Duration
+	maxOut       uint32 // client's Maximum Packet Size; 0 = none
+	sendQuota    int    // outbound inflight window
+	aliasMaxOut  uint16 // aliases we may assign towards the client
+	problemInfo  bool   // v5 Request Problem Information
+	connected    atomic.Bool
+	takenOver    atomic.Bool
+	cleanDisconn atomic.Bool // DISCONNECT received (will handling decided there)
+
+	// Write side, guarded by wmu.
+	wmu        sync.Mutex
+	out        []byte
+	flushing   bool
+	closed     bool
+	outAliases map[string]uint16
+	nextAlias  uint16
+	willMsg    *will // cleared by a normal DISCONNECT
+
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{} // closed when serve has returned and the session is detached
+}
+
+func newClient(s *Server, conn net.Conn, lc Listener) *client {
+	c := &client{srv: s, conn: conn, lc: lc, done: make(chan struct{}), version: packet.V311}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	s.stats.Accepted.Add(1)
+	return c
+}
+
+// serve is the connection's read goroutine.
+func (c *client) serve() {
+	defer c.srv.wg.Done()
+	defer close(c.done)
+	err := c.readLoop()
+	c.closeWith(err)
+	c.releaseReadBuf()
+	c.srv.detach(c)
+	if c.connected.Load() {
+		c.srv.stats.Connections.Add(-1)
+	}
+	c.logClose(c.closeErr) // the first reason wins (a takeover, a shutdown...)
+}
+
+func (c *client) logClose(err error) {
+	log := c.log
+	if log == nil {
+		log = c.srv.log.With("remote", c.conn.RemoteAddr().String())
+	}
+	switch {
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, errShutdown), errors.Is(err, errTakenOver):
+		log.Debug("client disconnected", "reason", err)
+	default:
+		log.Info("client disconnected", "reason", err)
+	}
+}
+
+// readLoop reads and handles packets until the connection ends. It returns
+// the reason (nil for a normal DISCONNECT).
+func (c *client) readLoop() error {
+	deadline := connectTimeout
+	for {
+		if deadline > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(deadline))
+		} else {
+			c.conn.SetReadDeadline(time.Time{})
+		}
+		if err := c.fill(); err != nil {
+			if errors.Is(err, io.EOF) && c.cleanDisconn.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if !c.connected.Load() {
+					return errConnectTimeout
+				}
+				return errKeepAlive
+			}
+			return err
+		}
+		err := c.processBuffered()
+		c.flushDirty()
+		if err != nil {
+			return err
+		}
+		// Keep alive: 1.5 times the negotiated value [MQTT-3.1.2-24]; none when 0.
+		deadline = c.keepAlive * 3 / 2
+	}
+}
+
+// processBuffered decodes and handles every complete packet in rbuf.
+func (c *client) processBuffered() error {
+	off := 0
+	defer func() { c.compact(off) }()
+	for off < len(c.rbuf) {
+		h, err := packet.ParseFixedHeader(c.rbuf[off:], c.srv.cfg.Limits.MaxPacketSize)
+		if errors.Is(err, packet.ErrIncomplete) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		total := h.HeaderLen + h.Remaining
+		if len(c.rbuf)-off < total {
+			c.growFor(off, total)
+			off = 0
+			return nil
+		}
+		body := c.rbuf[off+h.HeaderLen : off+total]
+		off += total
+		if h.Type == packet.PUBLISH || h.Type == packet.CONNECT || h.Type == packet.AUTH {
+			// Decoded []byte fields alias the body: give them their own copy
+			// so the read buffer can be reused.
+			body = append(make([]byte, 0, len(body)), body...)
+		}
+		p, err := packet.Decode(h, body, c.version)
+		if err != nil {
+			if cp, ok := p.(*packet.Connect); ok && !c.connected.Load() {
+				c.refuseBadConnect(cp, err)
+			}
+			return err
+		}
+		if err := c.handle(p); err != nil {
+			return err
+		}
+		if c.cleanDisconn.Load() {
+			return io.EOF
+		}
+	}
+	return nil
+}
+
+// refuseBadConnect answers a CONNECT the codec rejected once its
+// protocol level is known: an unsupported level gets CONNACK 0x01 in the
+// 3.1.1 format [MQTT-3.1.2-2], other errors a v5 CONNACK with the reason
+// code [MQTT-3.1.4-1]; then the connection is closed.
+func (c *client) refuseBadConnect(cp *packet.Connect, err error) {
+	var code packet.ReasonCode
+	if !errors.As(err, &code) {
+		code = packet.MalformedPacket
+	}
+	c.version = packet.V311
+	if cp.Version == packet.V5 {
+		c.version = packet.V5
+	} else if code != packet.UnsupportedProtocolVersion {
+		return // 3.1.1 has no CONNACK code for malformed packets: just close
+	}
+	c.sendNow(&packet.Connack{ReasonCode: code})
+}
+
+// fill reads more bytes into rbuf. With a raw file descriptor the buffer is
+// taken from the pool only once data is ready, so an idle connection holds
+// no read buffer.
+func (c *client) fill() error {
+	if c.raw == nil {
+		if c.rbuf == nil {
+			c.rbuf, c.rpooled = getBuf(), true
+		}
+		n, err := c.conn.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+		c.rbuf = c.rbuf[:len(c.rbuf)+n]
+		if n > 0 {
+			return nil
+		}
+		return err
+	}
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		if c.rbuf == nil {
+			c.rbuf, c.rpooled = getBuf(), true
+		}
+		m, e := syscall.Read(int(fd), c.rbuf[len(c.rbuf):cap(c.rbuf)])
+		if e == syscall.EAGAIN || e == syscall.EINTR {
+			if len(c.rbuf) == 0 {
+				c.releaseReadBuf()
+			}
+			return false
+		}
+		n, rerr = m, e
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	if n <= 0 {
+		return io.EOF
+	}
+	c.rbuf = c.rbuf[:len(c.rbuf)+n]
+	return nil
+}
+
+// growFor makes rbuf able to hold a whole packet of total bytes starting at
+// off (already checked against max_packet_size), moving the partial packet
+// to the front.
+func (c *client) growFor(off, total int) {
+	if total <= cap(c.rbuf) {
+		if off > 0 {
+			n := copy(c.rbuf, c.rbuf[off:])
+			c.rbuf = c.rbuf[:n]
+		}
+		return
+	}
+	nb := make([]byte, len(c.rbuf)-off, total)
+	copy(nb, c.rbuf[off:])
+	c.releaseReadBuf()
+	c.rbuf, c.rpooled = nb, false
+}
+
+// compact drops the first off bytes of rbuf, releasing it when empty.
+func (c *client) compact(off int) {
+	if off == 0 {
+		return
+	}
+	if off >= len(c.rbuf) {
+		c.releaseReadBuf()
+		return
+	}
+	n := copy(c.rbuf, c.rbuf[off:])
+	c.rbuf = c.rbuf[:n]
+}
+
+func (c *client) releaseReadBuf() {
+	if c.rpooled && c.rbuf != nil {
+		putBuf(c.rbuf)
+	}
+	c.rbuf, c.rpooled = nil, false
+}
+
+// closeWith ends the connection once: a v5 client is told why with a
+// DISCONNECT carrying the reason code of err [MQTT-4.13.1-1]; a 3.1.1
+// client is just closed.
+func (c *client) closeWith(err error) {
+	c.closeOnce.Do(func() {
+		c.closeErr = err
+		if code, ok := disconnectCode(err); ok && c.version == packet.V5 && c.connected.Load() {
+			c.sendNow(&packet.Disconnect{ReasonCode: code, Props: c.reasonProps(err)})
+		}
+		c.wmu.Lock()
+		c.closed = true
+		c.out = nil
+		c.wmu.Unlock()
+		c.conn.Close()
+	})
+}
+
+// sendNow writes one packet synchronously with a short deadline, after
+// whatever is already queued. Used for the final DISCONNECT.
+func (c *client) sendNow(p packet.Packet) {
+	c.wmu.Lock()
+	if c.closed {
+		c.wmu.Unlock()
+		return
+	}
+	buf, err := packet.Encode(c.out, p, c.version)
+	if c.flushing {
+		// A writer owns the socket; it may still send this before the close.
+		c.out = buf
+		c.wmu.Unlock()
+		return
+	}
+	c.out = nil
+	c.wmu.Unlock()
+	if err != nil || len(buf) == 0 {
+		return
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	c.conn.Write(buf)
+}

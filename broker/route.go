@@ -1,0 +1,249 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ferrymq/ferrymq/broker/packet"
+	"github.com/ferrymq/ferrymq/session"
+	"github.com/ferrymq/ferrymq/topics"
+)
+
+var resultPool = sync.Pool{New: func() any { return new(topics.Result) }}
+
+// route delivers m to every matching subscription. A client with several
+// matching subscriptions gets one copy at the highest granted QoS with
+// every matching subscription identifier [MQTT-3.3.4-2] [MQTT-3.3.4-3]; a
+// shared group gets one copy for one member [MQTT-4.8.2-3]. from is the
+// publishing connection (nil for wills): its goroutine flushes the
+// receivers after its read batch.
+func (s *Server) route(m *session.Message, from *client) {
+	r := resultPool.Get().(*topics.Result)
+	r.Reset()
+	s.trie.Match(m.Topic, r)
+	subs := r.Subs
+	if len(subs) > 1 {
+		slices.SortFunc(subs, func(a, b topics.Subscription) int { return strings.Compare(a.ClientID, b.ClientID) })
+	}
+	for i := 0; i < len(subs); {
+		j := i + 1
+		for j < len(subs) && subs[j].ClientID == subs[i].ClientID {
+			j++
+		}
+		if d, ok := merge(m, subs[i:j]); ok {
+			s.deliver(subs[i].ClientID, d, from)
+		}
+		i = j
+	}
+	for gi := range r.Groups {
+		if sub, ok := s.pickShared(&r.Groups[gi]); ok {
+			d := session.Delivery{Msg: m, QoS: min(m.QoS, sub.QoS), Retain: m.Retain && sub.RetainAsPublished}
+			if sub.ID != 0 {
+				d.SubIDs = []uint32{sub.ID}
+			}
+			s.deliver(sub.ClientID, d, from)
+		}
+	}
+	r.Reset()
+	resultPool.Put(r)
+}
+
+// merge folds one client's matching subscriptions into one delivery.
+// Subscriptions with No Local do not match the publisher's own messages
+// [MQTT-3.8.3-3]. RETAIN is kept only under Retain As Published
+// [MQTT-3.3.1-12] (3.1.1 clears it [MQTT-3.3.1-9]).
+func merge(m *session.Message, subs []topics.Subscription) (session.Delivery, bool) {
+	d := session.Delivery{Msg: m}
+	matched := false
+	for i := range subs {
+		sub := &subs[i]
+		if sub.NoLocal && sub.ClientID == m.Origin {
+			continue
+		}
+		matched = true
+		if sub.QoS > d.QoS {
+			d.QoS = sub.QoS
+		}
+		if sub.RetainAsPublished && m.Retain {
+			d.Retain = true
+		}
+		if sub.ID != 0 {
+			d.SubIDs = append(d.SubIDs, sub.ID)
+		}
+	}
+	d.QoS = min(d.QoS, m.QoS) // [MQTT-3.8.4-8]
+	return d, matched
+}
+
+// pickShared chooses the group member for one message: round robin,
+// preferring members that are online.
+func (s *Server) pickShared(g *topics.Group) (topics.Subscription, bool) {
+	if len(g.Members) == 0 {
+		return topics.Subscription{}, false
+	}
+	key := g.Name + "\x00" + g.Filter
+	v, ok := s.shareRR.Load(key)
+	if !ok {
+		v, _ = s.shareRR.LoadOrStore(key, new(atomic.Uint32))
+	}
+	start := int(v.(*atomic.Uint32).Add(1)) % len(g.Members)
+	for k := range len(g.Members) {
+		sub := g.Members[(start+k)%len(g.Members)]
+		if ss := s.lookup(sub.ClientID); ss != nil {
+			ss.mu.Lock()
+			online := ss.c != nil
+			ss.mu.Unlock()
+			if online {
+				return sub, true
+			}
+		}
+	}
+	return g.Members[start], true
+}
+
+// deliver hands one delivery to a session: at once when its client is
+// online and the inflight window has room, otherwise into its queue. QoS 0
+// is never queued for an offline client.
+func (s *Server) deliver(clientID string, d session.Delivery, from *client) {
+	ss := s.lookup(clientID)
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	c := ss.c
+	if d.QoS == 0 {
+		if c == nil {
+			ss.mu.Unlock()
+			s.stats.DroppedOffline.Add(1)
+			return
+		}
+		c.wmu.Lock()
+		if int64(len(c.out)) > s.cfg.Limits.MaxQueuedBytes {
+			c.wmu.Unlock()
+			ss.mu.Unlock()
+			s.stats.DroppedQoS0.Add(1) // a slow subscriber loses QoS 0, nobody waits
+			return
+		}
+		c.encodePublishLocked(d, 0, false)
+		c.wmu.Unlock()
+	} else {
+		if !ss.st.Enqueue(d, s.cfg.Limits.MaxQueuedBytes) {
+			s.stats.DroppedQueue.Add(1)
+		}
+		if c != nil {
+			c.pumpLocked(ss)
+		}
+	}
+	ss.mu.Unlock()
+	if c != nil {
+		if from != nil {
+			from.markDirty(c)
+		} else {
+			c.flush()
+		}
+	}
+}
+
+// pumpLocked moves queued deliveries into the inflight window while it has
+// room (ss.mu held; c is ss.c).
+func (c *client) pumpLocked(ss *sess) {
+	if ss.st.QueueLen() == 0 || ss.st.InflightLen() >= c.sendQuota {
+		return
+	}
+	now := c.srv.now()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for ss.st.InflightLen() < c.sendQuota {
+		d, ok := ss.st.Dequeue()
+		if !ok {
+			return
+		}
+		if d.Msg.Expired(now) {
+			c.srv.stats.DroppedExpired.Add(1) // [MQTT-3.3.2-5]
+			continue
+		}
+		f, err := ss.st.Send(d)
+		if err != nil {
+			return
+		}
+		if !c.encodePublishLocked(d, f.ID, false) {
+			// Too large for this client: treated as delivered [MQTT-3.1.2-25].
+			ss.st.Puback(f.ID)
+			ss.st.Pubcomp(f.ID)
+		}
+	}
+}
+
+// encodePublishLocked appends one PUBLISH for d (wmu held), with the
+// per-connection parts: packet id, DUP, subscription ids, the remaining
+// message expiry and an outgoing topic alias. It returns false if the
+// packet was not written (closed, expired or larger than the client's
+// Maximum Packet Size).
+func (c *client) encodePublishLocked(d session.Delivery, id uint16, dup bool) bool {
+	if c.closed {
+		return false
+	}
+	m := d.Msg
+	p := packet.Publish{Topic: m.Topic, QoS: d.QoS, Retain: d.Retain, PacketID: id, Dup: dup, Payload: m.Payload}
+	var newAlias bool
+	if c.version == packet.V5 {
+		p.Props = m.Props
+		if secs, ok := m.RemainingExpiry(c.srv.now()); ok {
+			if secs == 0 {
+				c.srv.stats.DroppedExpired.Add(1)
+				return false
+			}
+			p.Props.SetUint32(packet.PropMessageExpiry, secs) // [MQTT-3.3.2-6]
+		}
+		p.Props.SubscriptionIDs = d.SubIDs
+		newAlias = c.applyAliasLocked(&p)
+	}
+	if c.out == nil {
+		c.out = getBuf()
+	}
+	start := len(c.out)
+	b, err := packet.Encode(c.out, &p, c.version)
+	if err != nil {
+		c.srv.log.Warn("encode PUBLISH failed", "client", c.id, "err", err)
+		return false
+	}
+	if c.maxOut > 0 && uint32(len(b)-start) > c.maxOut {
+		// Never send more than the client allows [MQTT-3.1.2-24]: discard.
+		c.out = b[:start]
+		if newAlias {
+			delete(c.outAliases, m.Topic)
+			c.nextAlias--
+		}
+		c.srv.stats.DroppedTooBig.Add(1)
+		return false
+	}
+	c.out = b
+	c.srv.stats.MessagesOut.Add(1)
+	return true
+}
+
+// applyAliasLocked replaces the topic by an alias the client already knows,
+// or assigns a new one while the client's Topic Alias Maximum allows
+// [MQTT-3.3.2-11]. It reports whether a new alias was assigned.
+func (c *client) applyAliasLocked(p *packet.Publish) bool {
+	if c.aliasMaxOut == 0 {
+		return false
+	}
+	if a, ok := c.outAliases[p.Topic]; ok {
+		p.Props.SetUint16(packet.PropTopicAlias, a)
+		p.Topic = ""
+		return false
+	}
+	if c.nextAlias >= c.aliasMaxOut {
+		return false
+	}
+	if c.outAliases == nil {
+		c.outAliases = make(map[string]uint16)
+	}
+	c.nextAlias++
+	c.outAliases[p.Topic] = c.nextAlias
+	p.Props.SetUint16(packet.PropTopicAlias, c.nextAlias)
+	return true
+}
