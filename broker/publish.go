@@ -27,12 +27,15 @@ func (c *client) handlePublish(p *packet.Publish) error {
 	if p.QoS == 2 {
 		ss := c.ss
 		ss.mu.Lock()
-		if ss.st.PendingQoS2() >= int(c.srv.cfg.Limits.ReceiveMaximum) && c.version == packet.V5 {
+		isNew := ss.st.ReceiveQoS2(p.PacketID)
+		if isNew && ss.st.PendingQoS2() > int(c.srv.cfg.Limits.ReceiveMaximum) && c.version == packet.V5 {
+			ss.st.ReleaseQoS2(p.PacketID)
 			ss.mu.Unlock()
-			// More unacknowledged QoS 2 than our Receive Maximum [MQTT-3.3.4-9].
+			// More unacknowledged QoS 2 than our Receive Maximum
+			// [MQTT-3.3.4-7] §3.2.2.3.3. A resent id already awaiting
+			// PUBREL is not a new message and does not count.
 			return protoErr(packet.ReceiveMaximumExceeded, "more than %d QoS 2 messages awaiting PUBREL", c.srv.cfg.Limits.ReceiveMaximum)
 		}
-		isNew := ss.st.ReceiveQoS2(p.PacketID)
 		ss.mu.Unlock()
 		if !isNew {
 			// A resent QoS 2 message is acknowledged but not routed again
