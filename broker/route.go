@@ -156,6 +156,11 @@ func (c *client) pumpLocked(ss *sess) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for ss.st.InflightLen() < c.sendQuota {
+		if c.closed {
+			// Closing but not yet detached: leave the queue to the session,
+			// or the messages below would count as delivered and be lost.
+			return
+		}
 		d, ok := ss.st.Dequeue()
 		if !ok {
 			return
@@ -169,9 +174,14 @@ func (c *client) pumpLocked(ss *sess) {
 			return
 		}
 		if !c.encodePublishLocked(d, f.ID, false) {
-			// Too large for this client: treated as delivered [MQTT-3.1.2-25].
-			ss.st.Puback(f.ID)
-			ss.st.Pubcomp(f.ID)
+			// Too large for this client (or expired): treated as delivered
+			// [MQTT-3.1.2-25], so it frees its slot at once. A QoS 2 one is
+			// ended as by a failed PUBREC (Puback/Pubcomp refuse its phase).
+			if d.QoS == 2 {
+				ss.st.Pubrec(f.ID, true)
+			} else {
+				ss.st.Puback(f.ID)
+			}
 		}
 	}
 }
