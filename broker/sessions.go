@@ -120,9 +120,12 @@ func (s *Server) detach(c *client) {
 		if expiry != session.NeverExpire && delay > expiry {
 			delay = expiry // the will goes when the session ends, if sooner [MQTT-3.1.3-9]
 		}
-		if delay == 0 || c.takenOver.Load() {
+		if delay == 0 {
 			now = w
 		} else {
+			// Also on a takeover: the new connection to the session,
+			// waiting in attach, cancels it [MQTT-3.1.3-9] (or publishes
+			// it at once if it starts a clean session, ending this one).
 			ss.will = w
 			gen := ss.gen
 			ss.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDue(ss, gen) })
