@@ -20,7 +20,7 @@ import (
 // message expiry (timers still run on the real clock).
 type skewClock struct{ off atomic.Int64 }
 
-func (c *skewClock) now() time.Time           { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *skewClock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *skewClock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // startServerClock is startServer with a skewable clock.
