@@ -73,6 +73,11 @@ func newClient(s *Server, conn net.Conn, lc Listener) *client {
 // serve is the connection's read goroutine.
 func (c *client) serve() {
 	defer c.srv.wg.Done()
+	defer func() {
+		c.srv.lmu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.lmu.Unlock()
+	}()
 	defer close(c.done)
 	err := c.readLoop()
 	c.closeWith(err)
@@ -208,17 +213,27 @@ func (c *client) fill() error {
 	var n int
 	var rerr error
 	err := c.raw.Read(func(fd uintptr) bool {
-		if c.rbuf == nil {
-			c.rbuf, c.rpooled = getBuf(), true
+		// A wake-up that finds no data neither keeps a pool buffer nor
+		// writes c.rbuf: an idle connection leaves its fields untouched.
+		buf := c.rbuf
+		if buf == nil {
+			buf = getBuf()
 		}
-		m, e := syscall.Read(int(fd), c.rbuf[len(c.rbuf):cap(c.rbuf)])
+		m, e := syscall.Read(int(fd), buf[len(buf):cap(buf)])
 		if e == syscall.EAGAIN || e == syscall.EINTR {
-			if len(c.rbuf) == 0 {
-				c.releaseReadBuf()
+			if c.rbuf == nil {
+				putBuf(buf)
 			}
 			return false
 		}
 		n, rerr = m, e
+		if c.rbuf == nil {
+			if m <= 0 { // EOF or error: nothing to keep
+				putBuf(buf)
+				return true
+			}
+			c.rbuf, c.rpooled = buf, true
+		}
 		return true
 	})
 	if err != nil {
@@ -265,7 +280,10 @@ func (c *client) compact(off int) {
 }
 
 func (c *client) releaseReadBuf() {
-	if c.rpooled && c.rbuf != nil {
+	if c.rbuf == nil {
+		return // leave the fields of an idle connection untouched
+	}
+	if c.rpooled {
 		putBuf(c.rbuf)
 	}
 	c.rbuf, c.rpooled = nil, false

@@ -9,6 +9,9 @@
 //  2. sess.mu      (one session's state and its attached connection)
 //  3. client.wmu   (one connection's outbound buffer and alias table)
 //
+// Server.lmu (listeners and the set of live connections) is a leaf: no
+// other lock is taken while it is held.
+//
 // topics.Trie and topics.Retained lock internally and call nothing back,
 // so they may be used under any of these. No lock is held while a message
 // is routed to other sessions, and no lock is held across a blocking write.
@@ -55,6 +58,8 @@ type Server struct {
 
 	lmu       sync.Mutex
 	listeners []net.Listener
+	conns     map[*client]struct{} // every live connection, CONNECTed or not
+	stopped   bool                 // guarded by lmu: no new connections once set
 
 	wg     sync.WaitGroup // every goroutine the server starts
 	stats  Stats
@@ -142,15 +147,19 @@ func (s *Server) acceptLoop(l net.Listener, lc Listener) {
 			continue
 		}
 		delay = 0
-		s.smu.RLock()
-		closing := s.closing
-		s.smu.RUnlock()
-		if closing {
+		s.lmu.Lock()
+		if s.stopped {
+			s.lmu.Unlock()
 			conn.Close()
 			continue
 		}
 		c := newClient(s, conn, lc)
+		if s.conns == nil {
+			s.conns = make(map[*client]struct{})
+		}
+		s.conns[c] = struct{}{}
 		s.wg.Add(1)
+		s.lmu.Unlock()
 		go c.serve()
 	}
 }
@@ -159,24 +168,22 @@ func (s *Server) acceptLoop(l net.Listener, lc Listener) {
 // 0x8B), publishes their wills as for any connection the server closes
 // [MQTT-3.1.2-8], and waits for every goroutine, or until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.smu.Lock()
+	s.closing = true
+	s.smu.Unlock()
+	// Every connection, including those that have not sent CONNECT yet
+	// (else Shutdown would wait for their connect timeout).
 	s.lmu.Lock()
+	s.stopped = true
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	s.lmu.Unlock()
-
-	s.smu.Lock()
-	s.closing = true
-	var online []*client
-	for _, ss := range s.sessions {
-		ss.mu.Lock()
-		if ss.c != nil {
-			online = append(online, ss.c)
-		}
-		ss.mu.Unlock()
+	all := make([]*client, 0, len(s.conns))
+	for c := range s.conns {
+		all = append(all, c)
 	}
-	s.smu.Unlock()
-	for _, c := range online {
+	s.lmu.Unlock()
+	for _, c := range all {
 		c.closeWith(errShutdown)
 	}
 	done := make(chan struct{})
