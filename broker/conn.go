@@ -295,8 +295,13 @@ func (c *client) releaseReadBuf() {
 func (c *client) closeWith(err error) {
 	c.closeOnce.Do(func() {
 		c.closeErr = err
-		if code, ok := disconnectCode(err); ok && c.version == packet.V5 && c.connected.Load() {
-			c.sendNow(&packet.Disconnect{ReasonCode: code, Props: c.reasonProps(err)})
+		// connected first: it is stored after version, maxOut and
+		// problemInfo, so reading them is safe from any goroutine
+		// (Shutdown may close a connection still in handleConnect).
+		if code, ok := disconnectCode(err); ok && c.connected.Load() && c.version == packet.V5 {
+			d := &packet.Disconnect{ReasonCode: code, Props: c.reasonProps(err)}
+			c.fitReason(d, &d.Props) // [MQTT-3.14.2-3]
+			c.sendNow(d)
 		}
 		c.wmu.Lock()
 		c.closed = true

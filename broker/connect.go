@@ -16,6 +16,9 @@ func (c *client) handleConnect(p *packet.Connect) error {
 	c.version = p.Version
 	c.problemInfo = p.Version == packet.V5 &&
 		(!p.Props.Has(packet.PropRequestProblemInfo) || p.Props.RequestProblemInfo == 1)
+	if p.Version == packet.V5 && p.Props.Has(packet.PropMaximumPacketSize) {
+		c.maxOut = p.Props.MaximumPacketSize // known before a refusing CONNACK is sized
+	}
 	if code, err := c.checkConnect(p); err != nil {
 		c.refuse(code, err)
 		return err
@@ -41,9 +44,6 @@ func (c *client) handleConnect(p *packet.Connect) error {
 	if p.Version == packet.V5 {
 		if p.Props.Has(packet.PropReceiveMaximum) && int(p.Props.ReceiveMaximum) < c.sendQuota {
 			c.sendQuota = int(p.Props.ReceiveMaximum) // [MQTT-3.3.4-7]
-		}
-		if p.Props.Has(packet.PropMaximumPacketSize) {
-			c.maxOut = p.Props.MaximumPacketSize
 		}
 		c.aliasMaxOut = min(p.Props.TopicAliasMaximum, lim.TopicAliasMaximum)
 	}
@@ -110,6 +110,7 @@ func (c *client) refuse(code packet.ReasonCode, err error) {
 	ack := &packet.Connack{ReasonCode: code}
 	if c.version == packet.V5 && c.problemInfo {
 		ack.Props.ReasonString = err.Error()
+		c.fitReason(ack, &ack.Props) // [MQTT-3.2.2-19]
 	}
 	c.sendNow(ack)
 }

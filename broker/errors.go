@@ -38,6 +38,16 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 	return 0, false
 }
 
+// fitReason drops the Reason String from pr, the properties of p, when it
+// would make p larger than the client's Maximum Packet Size
+// [MQTT-3.1.2-24] [MQTT-3.2.2-19] [MQTT-3.14.2-3].
+func (c *client) fitReason(p packet.Packet, pr *packet.Properties) {
+	if c.maxOut > 0 && pr.ReasonString != "" && uint32(packet.EncodedLen(p, c.version)) > c.maxOut {
+		pr.ReasonString = ""
+		pr.Clear(packet.PropReasonString)
+	}
+}
+
 // reasonProps carries err's text as a v5 Reason String when the client
 // has not turned problem information off [MQTT-3.1.2-29].
 func (c *client) reasonProps(err error) packet.Properties {
