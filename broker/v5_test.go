@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -547,4 +548,31 @@ func TestAuth(t *testing.T) {
 	c, _ = connect(t, s, packet.V5, "noauth", nil)
 	c.send(&packet.Auth{ReasonCode: packet.ReAuthenticate, Props: packet.Properties{AuthMethod: "SCRAM-SHA-1"}})
 	c.expectKicked(packet.ProtocolError)
+}
+
+func TestMaximumPacketSizeReasonString(t *testing.T) {
+	// [MQTT-3.1.2-24]: not even a DISCONNECT or CONNACK may exceed the
+	// client's Maximum Packet Size: their Reason String is left out
+	// [MQTT-3.14.2-3] [MQTT-3.2.2-19]; with room, it is sent.
+	s := startServer(t, nil)
+	for _, max := range []uint32{40, 1000} {
+		small := connProps(func(p *packet.Properties) { p.SetUint32(packet.PropMaximumPacketSize, max) })
+		c, _ := connect(t, s, packet.V5, "mps", small)
+		c.send(&packet.Publish{Topic: strings.Repeat("a", 60) + "/+", Payload: []byte("x")})
+		d := c.expectClosed()
+		if d == nil || d.ReasonCode != packet.TopicNameInvalid {
+			t.Fatalf("max %d: DISCONNECT %+v", max, d)
+		}
+		if n := packet.EncodedLen(d, packet.V5); uint32(n) > max || (max == 1000) != (d.Props.ReasonString != "") {
+			t.Fatalf("max %d: %d-byte DISCONNECT, reason %q", max, n, d.Props.ReasonString)
+		}
+		_, ack := connect(t, s, packet.V5, "mps", func(p *packet.Connect) {
+			small(p)
+			p.Props.AuthMethod = "SCRAM-SHA-1"
+		})
+		if n := packet.EncodedLen(ack, packet.V5); ack.ReasonCode != packet.BadAuthenticationMethod ||
+			uint32(n) > max || (max == 1000) != (ack.Props.ReasonString != "") {
+			t.Fatalf("max %d: %d-byte CONNACK %+v", max, n, ack)
+		}
+	}
 }
