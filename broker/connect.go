@@ -162,7 +162,7 @@ func (c *client) resume(ss *sess) {
 	c.wmu.Lock()
 	now := c.srv.now()
 	ss.st.DropExpired(now)
-	ss.st.Inflights(func(f *session.Inflight) {
+	ss.st.Inflights(func(f session.Inflight) {
 		if f.Phase == session.AwaitPubcomp {
 			c.appendLocked(&packet.Ack{Kind: packet.PUBREL, PacketID: f.ID})
 			return

@@ -169,18 +169,16 @@ func (c *client) pumpLocked(ss *sess) {
 			c.srv.stats.DroppedExpired.Add(1) // [MQTT-3.3.2-5]
 			continue
 		}
-		f, err := ss.st.Send(d)
-		if err != nil {
-			return
-		}
-		if !c.encodePublishLocked(d, f.ID, false) {
+		// Cannot fail: fewer than sendQuota (<= 65535) ids are in use.
+		id, _ := ss.st.Send(d)
+		if !c.encodePublishLocked(d, id, false) {
 			// Too large for this client (or expired): treated as delivered
 			// [MQTT-3.1.2-25], so it frees its slot at once. A QoS 2 one is
 			// ended as by a failed PUBREC (Puback/Pubcomp refuse its phase).
 			if d.QoS == 2 {
-				ss.st.Pubrec(f.ID, true)
+				ss.st.Pubrec(id, true)
 			} else {
-				ss.st.Puback(f.ID)
+				ss.st.Puback(id)
 			}
 		}
 	}

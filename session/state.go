@@ -40,8 +40,8 @@ type State struct {
 	Expiry uint32
 
 	nextID   uint16
-	inflight map[uint16]*Inflight
-	order    []uint16 // inflight ids in send order (resend order)
+	inflight map[uint16]Inflight // by value: no allocation per message
+	order    []uint16            // inflight ids in send order (resend order)
 
 	queue      []Delivery // FIFO of deliveries waiting for an inflight slot or a connection
 	queueHead  int
@@ -73,22 +73,23 @@ func (s *State) nextPacketID() (uint16, error) {
 	}
 }
 
-// Send moves d into the inflight window with a fresh packet identifier.
-func (s *State) Send(d Delivery) (*Inflight, error) {
+// Send moves d into the inflight window with a fresh packet identifier
+// and returns that identifier.
+func (s *State) Send(d Delivery) (uint16, error) {
 	id, err := s.nextPacketID()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if s.inflight == nil {
-		s.inflight = make(map[uint16]*Inflight)
+		s.inflight = make(map[uint16]Inflight)
 	}
-	f := &Inflight{ID: id, D: d, Phase: AwaitPuback}
+	f := Inflight{ID: id, D: d, Phase: AwaitPuback}
 	if d.QoS == 2 {
 		f.Phase = AwaitPubrec
 	}
 	s.inflight[id] = f
 	s.order = append(s.order, id)
-	return f, nil
+	return id, nil
 }
 
 // InflightLen is the number of outbound messages holding an identifier.
@@ -118,7 +119,8 @@ func (s *State) Pubrec(id uint16, failed bool) error {
 		return nil
 	}
 	f.Phase = AwaitPubcomp
-	f.D.Msg = nil // the message is no longer needed: only PUBREL is resent [MQTT-4.3.3-5]
+	f.D = Delivery{} // the message is no longer needed: only PUBREL is resent [MQTT-4.3.3-5]
+	s.inflight[id] = f
 	return nil
 }
 
@@ -140,14 +142,14 @@ func (s *State) remove(id uint16) {
 			break
 		}
 	}
-	if len(s.inflight) == 0 {
-		s.inflight, s.order = nil, nil // idle sessions hold no maps
+	if len(s.inflight) == 0 && len(s.order) == 0 && cap(s.order) > 64 {
+		s.order = nil // a burst's large slice is not kept; small ones are reused
 	}
 }
 
 // Inflights calls fn for every inflight message in send order (for resend
 // on reconnect [MQTT-4.4.0-1]).
-func (s *State) Inflights(fn func(*Inflight)) {
+func (s *State) Inflights(fn func(Inflight)) {
 	for _, id := range s.order {
 		fn(s.inflight[id])
 	}
@@ -196,7 +198,12 @@ func (s *State) Dequeue() (Delivery, bool) {
 	s.queueHead++
 	s.queueBytes -= int64(d.Msg.Size())
 	if s.queueHead == len(s.queue) {
-		s.queue, s.queueHead = nil, 0 // release memory once drained
+		s.queueHead = 0
+		if cap(s.queue) > 64 {
+			s.queue = nil // release a burst's memory once drained
+		} else {
+			s.queue = s.queue[:0]
+		}
 	} else if s.queueHead > 1024 && s.queueHead*2 > len(s.queue) {
 		s.queue = append([]Delivery(nil), s.queue[s.queueHead:]...)
 		s.queueHead = 0

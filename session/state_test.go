@@ -12,14 +12,14 @@ func TestPacketIDsNonZeroAndUnique(t *testing.T) {
 	s := New("c")
 	seen := map[uint16]bool{}
 	for i := 0; i < 65535; i++ {
-		f, err := s.Send(Delivery{Msg: msg("t"), QoS: 1})
+		id, err := s.Send(Delivery{Msg: msg("t"), QoS: 1})
 		if err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
-		if f.ID == 0 || seen[f.ID] {
-			t.Fatalf("id %d reused or zero", f.ID)
+		if id == 0 || seen[id] {
+			t.Fatalf("id %d reused or zero", id)
 		}
-		seen[f.ID] = true
+		seen[id] = true
 	}
 	if _, err := s.Send(Delivery{Msg: msg("t"), QoS: 1}); err != ErrNoPacketID {
 		t.Fatalf("65536th send: got %v, want ErrNoPacketID", err)
@@ -27,15 +27,16 @@ func TestPacketIDsNonZeroAndUnique(t *testing.T) {
 	if err := s.Puback(77); err != nil {
 		t.Fatal(err)
 	}
-	f, err := s.Send(Delivery{Msg: msg("t"), QoS: 1})
-	if err != nil || f.ID != 77 {
-		t.Fatalf("freed id not reused: %v %v", f, err)
+	id, err := s.Send(Delivery{Msg: msg("t"), QoS: 1})
+	if err != nil || id != 77 {
+		t.Fatalf("freed id not reused: %v %v", id, err)
 	}
 }
 
 func TestQoS2OutboundPhases(t *testing.T) {
 	s := New("c")
-	f, _ := s.Send(Delivery{Msg: msg("t"), QoS: 2})
+	fid, _ := s.Send(Delivery{Msg: msg("t"), QoS: 2})
+	f := Inflight{ID: fid}
 	if err := s.Puback(f.ID); err != ErrUnknownID {
 		t.Fatalf("PUBACK for QoS 2 accepted: %v", err)
 	}
@@ -49,7 +50,7 @@ func TestQoS2OutboundPhases(t *testing.T) {
 		t.Fatalf("repeated PUBREC: %v", err)
 	}
 	var phases []Phase
-	s.Inflights(func(f *Inflight) { phases = append(phases, f.Phase) })
+	s.Inflights(func(f Inflight) { phases = append(phases, f.Phase) })
 	if len(phases) != 1 || phases[0] != AwaitPubcomp {
 		t.Fatalf("phases %v", phases)
 	}
@@ -65,12 +66,12 @@ func TestResendOrder(t *testing.T) {
 	s := New("c")
 	var ids []uint16
 	for i := 0; i < 5; i++ {
-		f, _ := s.Send(Delivery{Msg: msg("t"), QoS: 1})
-		ids = append(ids, f.ID)
+		id, _ := s.Send(Delivery{Msg: msg("t"), QoS: 1})
+		ids = append(ids, id)
 	}
 	s.Puback(ids[2])
 	var got []uint16
-	s.Inflights(func(f *Inflight) { got = append(got, f.ID) })
+	s.Inflights(func(f Inflight) { got = append(got, f.ID) })
 	want := []uint16{ids[0], ids[1], ids[3], ids[4]}
 	if len(got) != len(want) {
 		t.Fatalf("got %v want %v", got, want)
