@@ -49,6 +49,7 @@ type client struct {
 	wmu        sync.Mutex
 	out        []byte
 	flushing   bool
+	flushEnded sync.Cond // L is &wmu; signalled when flushing becomes false
 	closed     bool
 	outAliases map[string]uint16
 	nextAlias  uint16
@@ -61,6 +62,7 @@ type client struct {
 
 func newClient(s *Server, conn net.Conn, lc Listener) *client {
 	c := &client{srv: s, conn: conn, lc: lc, done: make(chan struct{}), version: packet.V311}
+	c.flushEnded.L = &c.wmu
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -312,25 +314,37 @@ func (c *client) closeWith(err error) {
 }
 
 // sendNow writes one packet synchronously with a short deadline, after
-// whatever is already queued. Used for the final DISCONNECT.
+// whatever is already queued, as the last packet of the connection: the
+// final DISCONNECT or a refusing CONNACK. Nothing is queued after it
+// [MQTT-3.14.4-1].
+//
+// If a flush is in progress it first waits for it (bounded by a write
+// deadline for a client that does not read): the packet goes out after
+// the ones being written instead of being dropped with them at the close
+// (a takeover right after CONNACK lost its DISCONNECT 0x8E). It then
+// writes as the flusher, so no one else writes meanwhile. Never called by
+// a flusher of c.
 func (c *client) sendNow(p packet.Packet) {
+	deadline := time.Now().Add(time.Second) // for the wait and the write together
 	c.wmu.Lock()
+	if c.flushing {
+		c.conn.SetWriteDeadline(deadline)
+		for c.flushing {
+			c.flushEnded.Wait()
+		}
+	}
 	if c.closed {
 		c.wmu.Unlock()
 		return
 	}
-	buf, err := packet.Encode(c.out, p, c.version)
-	if c.flushing {
-		// A writer owns the socket; it may still send this before the close.
-		c.out = buf
-		c.wmu.Unlock()
-		return
-	}
+	buf, _ := packet.Encode(c.out, p, c.version) // on error: what was queued
 	c.out = nil
+	c.flushing = true
+	c.closed = true
 	c.wmu.Unlock()
-	if err != nil || len(buf) == 0 {
-		return
+	if len(buf) > 0 {
+		c.conn.SetWriteDeadline(deadline)
+		c.conn.Write(buf)
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	c.conn.Write(buf)
+	c.endFlush()
 }

@@ -184,7 +184,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.lmu.Unlock()
 	for _, c := range all {
-		c.closeWith(errShutdown)
+		// In parallel: each may wait up to a write deadline for a client
+		// that does not read.
+		s.goOwned(func() { c.closeWith(errShutdown) })
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

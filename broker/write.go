@@ -119,6 +119,7 @@ func (c *client) flush() {
 func (c *client) endFlush() {
 	c.wmu.Lock()
 	c.flushing = false
+	c.flushEnded.Broadcast()
 	c.wmu.Unlock()
 }
 
@@ -169,6 +170,7 @@ func (c *client) writer(first, orig []byte) {
 		c.wmu.Lock()
 		if c.closed || len(c.out) == 0 {
 			c.flushing = false
+			c.flushEnded.Broadcast()
 			c.wmu.Unlock()
 			return
 		}
