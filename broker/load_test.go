@@ -238,3 +238,63 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 		t.Fatalf("%d goroutines for %d idle connections (%d before)", g, n, before)
 	}
 }
+
+func TestDisconnectAfterBacklog(t *testing.T) {
+	// A takeover while a writer is still sending a backlog: the old
+	// connection gets the backlog and then DISCONNECT 0x8E
+	// [MQTT-3.1.4-3], not a bare close, and nothing after it
+	// [MQTT-3.14.4-1].
+	s := startServer(t, nil)
+	old, _ := connect(t, s, packet.V5, "busy", nil)
+	old.subscribe(1, packet.SubOption{Filter: "backlog/#"})
+	pub, _ := connect(t, s, packet.V5, "pub", nil)
+	const n = 8000 // more than the kernel buffers hold
+	payload := make([]byte, 1024)
+	var batch []byte
+	for i := range n {
+		batch, _ = packet.Encode(batch, &packet.Publish{Topic: "backlog/x", Payload: payload}, packet.V5)
+		if len(batch) > 64<<10 || i == n-1 {
+			pub.write(batch)
+			batch = batch[:0]
+		}
+	}
+	pub.pingSync()
+	waitFor(t, "a writer busy with the backlog", func() bool {
+		ss := s.lookup("busy")
+		ss.mu.Lock()
+		c := ss.c
+		ss.mu.Unlock()
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return c.flushing
+	})
+	type result struct {
+		pubs int
+		last packet.Packet
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		var r result
+		for {
+			old.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			p, err := old.r.ReadPacket()
+			if err != nil {
+				r.err = err
+				res <- r
+				return
+			}
+			if _, ok := p.(*packet.Publish); ok {
+				r.pubs++
+			}
+			r.last = p
+		}
+	}()
+	connect(t, s, packet.V5, "busy", nil) // takes over while the backlog drains
+	r := <-res
+	d, ok := r.last.(*packet.Disconnect)
+	if !ok || d.ReasonCode != packet.SessionTakenOver {
+		t.Fatalf("old connection: %d PUBLISHes, last packet %s, then %v", r.pubs, r.last.Type(), r.err)
+	}
+	t.Logf("old connection: %d PUBLISHes, then DISCONNECT 0x8E", r.pubs)
+}
