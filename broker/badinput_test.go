@@ -123,6 +123,7 @@ func TestBadInput(t *testing.T) {
 	type badCase struct {
 		name  string
 		v5    bool // v5 only
+		v3    bool // 3.1.1 only
 		bytes func(v packet.Version) []byte
 		code  packet.ReasonCode // v5 DISCONNECT; 3.1.1 is just closed
 	}
@@ -203,6 +204,10 @@ func TestBadInput(t *testing.T) {
 		{name: "reserved type 0", bytes: func(packet.Version) []byte {
 			return []byte{0x00, 0x00}
 		}, code: packet.MalformedPacket},
+		// §2.1.2: type 15 is reserved in 3.1.1 (AUTH exists only in 5.0).
+		{name: "AUTH in 3.1.1", v3: true, bytes: func(packet.Version) []byte {
+			return []byte{0xf0, 0x00}
+		}, code: packet.MalformedPacket},
 		// A server-only packet from a client is a Protocol Error.
 		{name: "CONNACK from client", v5: true, bytes: func(v packet.Version) []byte {
 			return enc(t, &packet.Connack{}, v)
@@ -211,7 +216,7 @@ func TestBadInput(t *testing.T) {
 	n := 0
 	for _, tc := range cases {
 		for _, v := range versions {
-			if tc.v5 && v != packet.V5 {
+			if tc.v5 && v != packet.V5 || tc.v3 && v == packet.V5 {
 				continue
 			}
 			n++

@@ -155,7 +155,19 @@ func TestRetainHandling(t *testing.T) {
 		sh.subscribe(1, packet.SubOption{Filter: "$share/g" + strconv.Itoa(i) + "/rh/#", QoS: 1, RetainHandling: rh})
 		sh.expectNothing(100 * time.Millisecond)
 	}
+	// 3.1.1 has no Retain Handling: retained messages are sent on every
+	// SUBSCRIBE, new or replacing (3.1.1 [MQTT-3.8.4-3]).
 	v3, _ := connect(t, s, packet.V311, "v3", nil)
+	for i := range 2 {
+		v3.subscribe(uint16(i+1), packet.SubOption{Filter: "rh/+", QoS: 1})
+		got := v3.drain(100 * time.Millisecond)
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"A", "B"}) {
+			t.Fatalf("3.1.1 subscribe %d: retained %q", i, got)
+		}
+	}
+	v3.send(&packet.Unsubscribe{PacketID: 3, Filters: []string{"rh/+"}})
+	v3.read()
 	v3.subscribe(1, packet.SubOption{Filter: "$share/g9/rh/#", QoS: 1})
 	v3.expectNothing(50 * time.Millisecond)
 	pub.send(&packet.Publish{Topic: "rh/live", Payload: []byte("live")})
