@@ -162,13 +162,25 @@ func (c *client) resume(ss *sess) {
 	c.wmu.Lock()
 	now := c.srv.now()
 	ss.st.DropExpired(now)
+	var unsent []session.Inflight
 	ss.st.Inflights(func(f session.Inflight) {
 		if f.Phase == session.AwaitPubcomp {
 			c.appendLocked(&packet.Ack{Kind: packet.PUBREL, PacketID: f.ID})
 			return
 		}
-		c.encodePublishLocked(f.D, f.ID, true)
+		if !c.encodePublishLocked(f.D, f.ID, true) && !c.closed {
+			unsent = append(unsent, f)
+		}
 	})
+	// Too large for the client's new Maximum Packet Size (or expired):
+	// treated as delivered [MQTT-3.1.2-25], so it does not hold a slot.
+	for _, f := range unsent {
+		if f.D.QoS == 2 {
+			ss.st.Pubrec(f.ID, true)
+		} else {
+			ss.st.Puback(f.ID)
+		}
+	}
 	c.wmu.Unlock()
 	c.pumpLocked(ss)
 }
