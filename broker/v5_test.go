@@ -576,3 +576,37 @@ func TestMaximumPacketSizeReasonString(t *testing.T) {
 		}
 	}
 }
+
+func TestMaximumPacketSizeOnResend(t *testing.T) {
+	// A message in flight that is too large for the client's new Maximum
+	// Packet Size after a reconnect is discarded as if delivered
+	// [MQTT-3.1.2-25]: it does not hold a slot of the window.
+	for _, qos := range []byte{1, 2} {
+		s := startServer(t, nil)
+		opts := func(maxSize uint32) func(*packet.Connect) {
+			return func(p *packet.Connect) {
+				persistent(60)(p)
+				p.Props.SetUint16(packet.PropReceiveMaximum, 1)
+				if maxSize > 0 {
+					p.Props.SetUint32(packet.PropMaximumPacketSize, maxSize)
+				}
+			}
+		}
+		dev, _ := connect(t, s, packet.V5, "dev", opts(0))
+		dev.subscribe(1, packet.SubOption{Filter: "rs/#", QoS: 2})
+		pub, _ := connect(t, s, packet.V5, "pub", nil)
+		pub.publishQoS(&packet.Publish{Topic: "rs/big", QoS: qos, PacketID: 1, Payload: make([]byte, 200)})
+		if got := dev.readPublish(); len(got.Payload) != 200 {
+			t.Fatalf("got %+v", got)
+		}
+		goOffline(t, s, dev, "dev") // not acknowledged
+		pub.publishQoS(&packet.Publish{Topic: "rs/small", QoS: qos, PacketID: 2, Payload: []byte("small")})
+		dev, _ = connect(t, s, packet.V5, "dev", opts(100))
+		got := dev.readPublish()
+		if string(got.Payload) != "small" {
+			t.Fatalf("QoS %d: got %d bytes (dup %v), want the small message", qos, len(got.Payload), got.Dup)
+		}
+		dev.ackPublish(got)
+		dev.expectNothing(50 * time.Millisecond)
+	}
+}
