@@ -106,6 +106,16 @@ func (c *tclient) expectClosedSilently() {
 	}
 }
 
+// subBytes is a SUBSCRIBE to "x" with the given options byte.
+func subBytes(v packet.Version, opts byte) []byte {
+	body := []byte{0, 1} // packet id
+	if v == packet.V5 {
+		body = append(body, 0) // no properties
+	}
+	body = append(body, 0, 1, 'x', opts)
+	return append([]byte{0x82, byte(len(body))}, body...)
+}
+
 func enc(t *testing.T, p packet.Packet, v packet.Version) []byte {
 	t.Helper()
 	b, err := packet.Encode(nil, p, v)
@@ -204,6 +214,19 @@ func TestBadInput(t *testing.T) {
 		{name: "reserved type 0", bytes: func(packet.Version) []byte {
 			return []byte{0x00, 0x00}
 		}, code: packet.MalformedPacket},
+		// §3.8.3.1: QoS 3 in the Subscription Options is a Protocol Error
+		// in 5.0 (malformed in 3.1.1 [MQTT-3-8.3-4]); set reserved bits are
+		// malformed [MQTT-3.8.3-5].
+		{name: "subscription QoS 3", bytes: func(v packet.Version) []byte {
+			return subBytes(v, 0x03)
+		}, code: packet.ProtocolError},
+		{name: "subscription reserved bits", bytes: func(v packet.Version) []byte {
+			return subBytes(v, 0xC1)
+		}, code: packet.MalformedPacket},
+		// §3.8.3.1: Retain Handling 3 is a Protocol Error.
+		{name: "retain handling 3", v5: true, bytes: func(v packet.Version) []byte {
+			return subBytes(v, 0x31)
+		}, code: packet.ProtocolError},
 		// §2.1.2: type 15 is reserved in 3.1.1 (AUTH exists only in 5.0).
 		{name: "AUTH in 3.1.1", v3: true, bytes: func(packet.Version) []byte {
 			return []byte{0xf0, 0x00}

@@ -405,3 +405,23 @@ func TestWillOnTakeover(t *testing.T) {
 	}
 	sub.expectNothing(50 * time.Millisecond)
 }
+
+func TestWillRetainedAndQoS(t *testing.T) {
+	// §3.1.2.6 / §3.1.2.7: the will is published with its QoS and, with
+	// Will Retain, as a retained message [MQTT-3.1.2-17 in 3.1.1].
+	for _, v := range versions {
+		s := startServer(t, nil)
+		c, _ := connect(t, s, v, "w", func(p *packet.Connect) {
+			p.WillFlag, p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain = true, "wr/w", []byte("bye"), 2, true
+		})
+		c.conn.Close()
+		waitFor(t, "retained will", func() bool { return s.Stats().Retained == 1 })
+		sub, _ := connect(t, s, v, "late", nil)
+		sub.subscribe(1, packet.SubOption{Filter: "wr/#", QoS: 2})
+		got := sub.readPublish()
+		if string(got.Payload) != "bye" || !got.Retain || got.QoS != 2 {
+			t.Fatalf("v%d: %+v", v, got)
+		}
+		sub.ackPublish(got)
+	}
+}
