@@ -359,3 +359,26 @@ func TestSubackReasonCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestDollarTopicsAndWildcards(t *testing.T) {
+	// [MQTT-4.7.2-1]: filters starting with a wildcard do not match topics
+	// starting with '$'; a filter naming the '$' level does.
+	for _, v := range versions {
+		s := startServer(t, nil)
+		wild, _ := connect(t, s, v, "wild", nil)
+		wild.subscribe(1, packet.SubOption{Filter: "#"}, packet.SubOption{Filter: "+/x"})
+		dollar, _ := connect(t, s, v, "dollar", nil)
+		dollar.subscribe(1, packet.SubOption{Filter: "$foo/#"}, packet.SubOption{Filter: "$foo/+"})
+		pub, _ := connect(t, s, v, "pub", nil)
+		pub.send(&packet.Publish{Topic: "$foo/x", Payload: []byte("dollar")})
+		pub.send(&packet.Publish{Topic: "foo/x", Payload: []byte("plain")})
+		if got := dollar.readPublish(); got.Topic != "$foo/x" {
+			t.Fatalf("v%d: %+v", v, got)
+		}
+		if got := wild.readPublish(); got.Topic != "foo/x" {
+			t.Fatalf("v%d: '#' or '+' matched %q", v, got.Topic)
+		}
+		wild.expectNothing(30 * time.Millisecond)
+		dollar.expectNothing(30 * time.Millisecond)
+	}
+}
