@@ -34,7 +34,7 @@ func (c *client) handleAck(a *packet.Ack) error {
 		}
 		ss.mu.Unlock()
 		if err != nil {
-			c.log.Debug("acknowledgement for unknown packet id", "packet", a.Kind.String(), "id", a.PacketID)
+			c.logger().Debug("acknowledgement for unknown packet id", "packet", a.Kind.String(), "id", a.PacketID)
 		}
 		c.markDirty(c)
 		return nil

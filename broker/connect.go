@@ -32,7 +32,6 @@ func (c *client) handleConnect(p *packet.Connect) error {
 			strconv.FormatInt(c.srv.now().UnixNano()%1e9, 36)
 		assigned = c.id
 	}
-	c.log = c.srv.log.With("client", c.id, "remote", c.conn.RemoteAddr().String())
 	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
 	serverKeepAlive := -1
 	if lim.MaxKeepAlive > 0 && (p.KeepAlive == 0 || p.KeepAlive > lim.MaxKeepAlive) {
@@ -43,7 +42,7 @@ func (c *client) handleConnect(p *packet.Connect) error {
 	c.sendQuota = int(lim.MaxInflight)
 	if p.Version == packet.V5 {
 		if p.Props.Has(packet.PropReceiveMaximum) && int(p.Props.ReceiveMaximum) < c.sendQuota {
-			c.sendQuota = int(p.Props.ReceiveMaximum) // [MQTT-3.3.4-7]
+			c.sendQuota = int(p.Props.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
 		c.aliasMaxOut = min(p.Props.TopicAliasMaximum, lim.TopicAliasMaximum)
 	}
@@ -63,7 +62,7 @@ func (c *client) handleConnect(p *packet.Connect) error {
 		ack.Props = c.connackProps(p, expiry, assigned, serverKeepAlive)
 	}
 	c.appendPacket(ack)
-	c.log.Debug("client connected", "version", p.Version, "clean", p.CleanStart,
+	c.logger().Debug("client connected", "version", p.Version, "clean", p.CleanStart,
 		"keepalive", p.KeepAlive, "session_present", present)
 	c.resume(ss)
 	c.markDirty(c)
@@ -242,7 +241,7 @@ func (c *client) handleDisconnect(p *packet.Disconnect) error {
 	}
 	c.cleanDisconn.Store(true)
 	if p.ReasonCode.IsError() {
-		c.log.Info("client disconnected with error", "reason", p.ReasonCode.String(), "reason_string", p.Props.ReasonString)
+		c.logger().Info("client disconnected with error", "reason", p.ReasonCode.String(), "reason_string", p.Props.ReasonString)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ func (c *client) handleSubscribe(p *packet.Subscribe) error {
 	for i, o := range p.Subs {
 		if err := topics.ValidFilter(o.Filter); err != nil {
 			codes[i] = packet.TopicFilterInvalid // [MQTT-4.7.1-1]; 3.1.1 gets 0x80
-			c.log.Debug("subscribe refused", "filter", o.Filter, "err", err)
+			c.logger().Debug("subscribe refused", "filter", o.Filter, "err", err)
 			continue
 		}
 		_, _, shared := topics.ParseShared(o.Filter)

@@ -56,14 +56,6 @@ func (c *client) appendLocked(p packet.Packet) bool {
 	return true
 }
 
-// send queues p and flushes at once (for packets not produced inside a
-// read batch, e.g. from timers or other goroutines).
-func (c *client) send(p packet.Packet) {
-	if c.appendPacket(p) {
-		c.flush()
-	}
-}
-
 // markDirty records that target has data to flush at the end of the
 // current read batch. Only the serve goroutine calls it on itself.
 func (c *client) markDirty(target *client) {
@@ -128,30 +120,34 @@ func (c *client) tryWrite(b []byte) (int, error) {
 	if c.raw == nil {
 		return 0, nil // no descriptor: let the writer goroutine do it
 	}
-	n := 0
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := syscall.Write(int(fd), b[n:])
-			if m > 0 {
-				n += m
-			}
-			switch e {
-			case nil:
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return true
-			default:
-				werr = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wbuf, c.wn, c.werr = b, 0, nil
+	err := c.raw.Write(c.writeFn)
+	n, werr := c.wn, c.werr
+	c.wbuf = nil
 	if err != nil {
 		return n, err
 	}
 	return n, werr
+}
+
+// rawWrite is the RawConn write callback (c.writeFn): it writes c.wbuf
+// until done or the socket would block, and never waits.
+func (c *client) rawWrite(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		m, e := syscall.Write(int(fd), c.wbuf[c.wn:])
+		if m > 0 {
+			c.wn += m
+		}
+		switch e {
+		case nil, syscall.EINTR:
+		case syscall.EAGAIN:
+			return true
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 // writer finishes a flush with blocking writes, then keeps writing what
