@@ -31,11 +31,11 @@ type client struct {
 	readFn    func(fd uintptr) bool // c.rawRead, made once: no closure per read
 	rn        int                   // result of the last rawRead
 	rerr      error
-	migrated  bool      // serve has moved to a fresh goroutine after CONNECT
-	lastRead  time.Time // keep alive counts from here
-	deadline  time.Time // read deadline currently set on conn
+	migrated  bool         // serve has moved to a fresh goroutine after CONNECT
+	lastRead  time.Time    // keep alive counts from here
+	deadline  time.Time    // read deadline currently set on conn
 	bigBuf    atomic.Int64 // cap of a read buffer grown beyond the pool size (observability, tests)
-	dirty     []*client // connections this goroutine appended to, flushed after each read
+	dirty     []*client    // connections this goroutine appended to, flushed after each read
 	inAliases map[uint16]string
 
 	// Fixed after CONNECT.
