@@ -15,6 +15,17 @@
 // topics.Trie and topics.Retained lock internally and call nothing back,
 // so they may be used under any of these. No lock is held while a message
 // is routed to other sessions, and no lock is held across a blocking write.
+//
+// Goroutines, all counted in Server.wg and waited for by Shutdown: one
+// acceptLoop per listener; one serve goroutine per connection (it moves to
+// a fresh goroutine once, after CONNECT, handing over its count); a writer
+// per connection only while its socket pushes back. Session expiry and
+// will delay run on time.AfterFunc timers that Shutdown stops; a callback
+// already running when Shutdown bumps the session generation finds it
+// stale and does nothing.
+//
+// Shutdown order: listeners, then every connection (v5 DISCONNECT 0x8B,
+// wills published), then timers, then the store.
 package broker
 
 import (
@@ -199,6 +210,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ss := range s.sessions {
 		ss.mu.Lock()
 		ss.stopTimers()
+		ss.gen++ // a timer callback already running finds its generation stale
 		ss.mu.Unlock()
 	}
 	s.smu.Unlock()
