@@ -1,0 +1,427 @@
+package persist
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// FormatVersion is the store format this package reads and writes (the
+// value of the format key; see the package documentation).
+const FormatVersion uint64 = 1
+
+// formatKey holds the format version as an 8-byte big-endian uint64.
+var formatKey = []byte("format")
+
+var (
+	// ErrClosed is the result of a request made after Close started.
+	ErrClosed = errors.New("persist: store closed")
+	// ErrNewerFormat is wrapped by the error of Open on a store written
+	// by a newer ferrymq.
+	ErrNewerFormat = errors.New("persist: store written by a newer ferrymq")
+	// ErrTooBig is the result of a request too big for one Badger
+	// transaction.
+	ErrTooBig = errors.New("persist: request too big for one transaction")
+)
+
+// Op is one write: a put of Value at Key, or a delete of Key.
+type Op struct {
+	Key    []byte
+	Value  []byte
+	Delete bool
+}
+
+// Put returns an Op that sets key to value.
+func Put(key, value []byte) Op { return Op{Key: key, Value: value} }
+
+// Del returns an Op that deletes key.
+func Del(key []byte) Op { return Op{Key: key, Delete: true} }
+
+// request is one Apply call on its way to the writer.
+type request struct {
+	ops  []Op
+	done func(error)
+}
+
+// Stats are counters of the writer since Open.
+type Stats struct {
+	Requests uint64 // requests committed or failed by the writer
+	Ops      uint64 // operations in them
+	Commits  uint64 // Badger transactions committed (or attempted)
+	Errors   uint64 // failed commits
+	SyncErrs uint64 // failed periodic fsyncs (Batch durability)
+	GCRuns   uint64 // value-log files rewritten by GC
+}
+
+// Store is the durable store. It is safe for concurrent use.
+//
+// Goroutines: Open starts two, both owned by the Store and stopped by
+// Close — the writer (the only goroutine that writes to Badger) and, unless
+// Durability is Memory or GCInterval is negative, the value-log GC ticker.
+type Store struct {
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+	// maxSize and maxCount are Badger's per-transaction limits.
+	maxSize, maxCount int64
+
+	// mu guards closed and the send on reqs: Apply sends under the read
+	// lock, Close sets closed and closes reqs under the write lock, so no
+	// request is ever sent on a closed channel or left behind.
+	mu     sync.RWMutex
+	closed bool
+	reqs   chan request
+
+	writerDone chan struct{}
+	gcStop     chan struct{}
+	gcDone     chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+
+	requests, ops, commits, errs, syncErrs, gcRuns atomic.Uint64
+}
+
+// Open opens (creating if needed) the store described by opts, checks its
+// format version and starts the writer and GC goroutines.
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	db, err := badger.Open(opts.badgerOptions())
+	if err != nil {
+		return nil, fmt.Errorf("persist: open %s: %w", opts.Dir, err)
+	}
+	if err := checkFormat(db); err != nil {
+		db.Close()
+		if opts.Dir != "" {
+			return nil, fmt.Errorf("persist: %s: %w", opts.Dir, err)
+		}
+		return nil, err
+	}
+	s := &Store{
+		db:         db,
+		opts:       opts,
+		log:        opts.Logger.With("component", "persist"),
+		maxSize:    db.MaxBatchSize(),
+		maxCount:   db.MaxBatchCount(),
+		reqs:       make(chan request, 4*opts.MaxBatch),
+		writerDone: make(chan struct{}),
+	}
+	go s.writer()
+	if opts.Durability != Memory && opts.GCInterval > 0 {
+		s.gcStop = make(chan struct{})
+		s.gcDone = make(chan struct{})
+		go s.gcLoop()
+	}
+	return s, nil
+}
+
+// checkFormat writes the format key of a new store and refuses a store
+// with a newer format.
+func checkFormat(db *badger.DB) error {
+	var (
+		found bool
+		ver   uint64
+	)
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(formatKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("persist: format key holds %d bytes, want 8", len(v))
+			}
+			ver = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("persist: read format version: %w", err)
+	}
+	switch {
+	case !found:
+		// A new store. (A store with data but no format key cannot exist:
+		// the key is written before any other.)
+		return db.Update(func(txn *badger.Txn) error {
+			return txn.Set(formatKey, binary.BigEndian.AppendUint64(nil, FormatVersion))
+		})
+	case ver > FormatVersion:
+		return fmt.Errorf("%w: its format version is %d, this binary reads up to %d; upgrade ferrymq or use another directory",
+			ErrNewerFormat, ver, FormatVersion)
+	case ver < FormatVersion:
+		// No older format exists yet; migrations go here.
+		return fmt.Errorf("persist: store format version %d has no migration to %d", ver, FormatVersion)
+	}
+	return nil
+}
+
+// Apply queues ops to be committed atomically by the writer and calls done
+// exactly once with the result: nil once the ops are as durable as
+// Durability promises, else the error (nothing of this request is then
+// stored, and the caller must not acknowledge). done runs on the writer
+// goroutine and must not block or call Apply; after Close it runs on the
+// caller's goroutine with ErrClosed. Apply blocks while the writer's queue
+// is full (backpressure). The store keeps ops until done is called: the
+// caller must not modify the slices before that.
+func (s *Store) Apply(ops []Op, done func(error)) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		done(ErrClosed)
+		return
+	}
+	s.reqs <- request{ops: ops, done: done}
+	s.mu.RUnlock()
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Requests: s.requests.Load(),
+		Ops:      s.ops.Load(),
+		Commits:  s.commits.Load(),
+		Errors:   s.errs.Load(),
+		SyncErrs: s.syncErrs.Load(),
+		GCRuns:   s.gcRuns.Load(),
+	}
+}
+
+// DB returns the underlying Badger database for reads. Writes must go
+// through Apply.
+func (s *Store) DB() *badger.DB { return s.db }
+
+// Close stops accepting requests (later ones fail with ErrClosed), lets the
+// writer commit every request already accepted, stops the GC goroutine,
+// fsyncs and closes Badger. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.reqs)
+		s.mu.Unlock()
+		<-s.writerDone
+		if s.gcStop != nil {
+			close(s.gcStop)
+			<-s.gcDone
+		}
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// writer is the only goroutine that writes to Badger. It gathers requests
+// into batches and commits each batch in as few transactions as Badger's
+// limits allow (one, unless the batch is huge).
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	var syncC <-chan time.Time
+	if s.opts.Durability == Batch {
+		t := time.NewTicker(s.opts.BatchInterval)
+		defer t.Stop()
+		syncC = t.C
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	batch := make([]request, 0, 64)
+	var pending *request // first request of the next batch
+	for {
+		var (
+			r  request
+			ok bool
+		)
+		if pending != nil {
+			r, ok, pending = *pending, true, nil
+		} else {
+			select {
+			case r, ok = <-s.reqs:
+			case <-syncC:
+				s.sync()
+				continue
+			}
+		}
+		if !ok {
+			s.sync()
+			return
+		}
+		batch = append(batch[:0], r)
+		n := len(r.ops)
+		open := true // reqs not closed
+		if s.opts.MaxBatchDelay > 0 {
+			timer.Reset(s.opts.MaxBatchDelay)
+		}
+	gather:
+		for n < s.opts.MaxBatch {
+			var next request
+			if s.opts.MaxBatchDelay > 0 {
+				select {
+				case next, ok = <-s.reqs:
+				case <-timer.C:
+					break gather
+				}
+			} else {
+				select {
+				case next, ok = <-s.reqs:
+				default:
+					break gather
+				}
+			}
+			if !ok {
+				open = false
+				break
+			}
+			if n+len(next.ops) > s.opts.MaxBatch {
+				pending = &next
+				break
+			}
+			batch = append(batch, next)
+			n += len(next.ops)
+		}
+		timer.Stop()
+		s.commit(batch)
+		clear(batch) // drop references to the callers' ops
+		if !open {
+			s.sync()
+			return
+		}
+	}
+}
+
+// sync fsyncs Badger in Batch durability (a no-op otherwise: Sync commits
+// are already fsynced, Memory has no files).
+func (s *Store) sync() {
+	if s.opts.Durability != Batch {
+		return
+	}
+	if err := s.db.Sync(); err != nil {
+		s.syncErrs.Add(1)
+		s.log.Error("periodic fsync failed: writes acknowledged since the last fsync may be lost on a power cut", "err", err)
+	}
+}
+
+// estimate is the size Badger's transaction accounting gives op (Entry
+// estimateSizeAndSetThreshold plus 10 bytes of key version).
+func estimate(op Op) int64 {
+	k, v := int64(len(op.Key)), int64(len(op.Value))
+	if v < 1<<10 { // the profile's ValueThreshold
+		return k + v + 2 + 10
+	}
+	return k + 12 + 2 + 10
+}
+
+// commit writes batch in consecutive transactions, each holding whole
+// requests and staying within Badger's limits, and calls every request's
+// done with the result of the transaction that held it.
+func (s *Store) commit(batch []request) {
+	for len(batch) > 0 {
+		var size, count int64
+		i := 0
+		for ; i < len(batch); i++ {
+			var rs, rc int64
+			for _, op := range batch[i].ops {
+				rs += estimate(op)
+				rc++
+			}
+			if size+rs >= s.maxSize || count+rc >= s.maxCount {
+				break
+			}
+			size += rs
+			count += rc
+		}
+		if i == 0 { // the first request alone is too big
+			s.finish(batch[:1], fmt.Errorf("%w: %d ops", ErrTooBig, len(batch[0].ops)))
+			batch = batch[1:]
+			continue
+		}
+		s.finish(batch[:i], s.commitTxn(batch[:i]))
+		batch = batch[i:]
+	}
+}
+
+// commitTxn commits the requests of part in one transaction.
+func (s *Store) commitTxn(part []request) (err error) {
+	s.commits.Add(1)
+	if h := s.opts.commitHook; h != nil {
+		if err := h(len(part)); err != nil {
+			return err
+		}
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, r := range part {
+		for _, op := range r.ops {
+			if op.Delete {
+				err = txn.Delete(op.Key)
+			} else {
+				err = txn.Set(op.Key, op.Value)
+			}
+			if err != nil {
+				return fmt.Errorf("persist: %w", err)
+			}
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("persist: commit: %w", err)
+	}
+	return nil
+}
+
+// finish reports err to every request of part.
+func (s *Store) finish(part []request, err error) {
+	if err != nil {
+		s.errs.Add(1)
+		s.log.Error("commit failed; its writers are told", "requests", len(part), "err", err)
+	}
+	for _, r := range part {
+		s.requests.Add(1)
+		s.ops.Add(uint64(len(r.ops)))
+		r.done(err)
+	}
+}
+
+// gcLoop runs value-log GC every GCInterval until Close.
+func (s *Store) gcLoop() {
+	defer close(s.gcDone)
+	t := time.NewTicker(s.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+			s.runGC()
+		}
+	}
+}
+
+// runGC rewrites value-log files until Badger finds none worth it.
+func (s *Store) runGC() {
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		default:
+		}
+		err := s.db.RunValueLogGC(0.5)
+		switch {
+		case err == nil:
+			s.gcRuns.Add(1)
+			continue
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+		default:
+			s.log.Warn("value-log GC failed", "err", err)
+		}
+		return
+	}
+}
