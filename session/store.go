@@ -77,6 +77,12 @@ const (
 	PutRetained
 	// DelRetained deletes the retained message of Topic.
 	DelRetained
+	// PutOutbox appends the message D.Msg to the durable outbox of
+	// bridge Bridge at Seq (the bridge numbers its log).
+	PutOutbox
+	// DelOutbox deletes the outbox entries of Bridge with seq < Seq
+	// (the bridge confirmed them).
+	DelOutbox
 )
 
 // Change is one durable change to session state.
@@ -90,6 +96,7 @@ type Change struct {
 	Sub      topics.Subscription
 	Info     Info
 	Topic    string
+	Bridge   string
 }
 
 // Info is what a session record holds besides its client id.
