@@ -71,12 +71,15 @@ type Store struct {
 	// maxSize and maxCount are Badger's per-transaction limits.
 	maxSize, maxCount int64
 
-	// mu guards closed and the send on reqs: Apply sends under the read
-	// lock, Close sets closed and closes reqs under the write lock, so no
-	// request is ever sent on a closed channel or left behind.
-	mu     sync.RWMutex
+	// mu guards closed and queue. Apply appends to queue and signals
+	// wake; the writer takes the whole queue at once. Nobody holds mu
+	// for longer than a slice append or copy.
+	mu     sync.Mutex
 	closed bool
-	reqs   chan request
+	queue  []request
+	// wake holds a token when the queue may have grown since the writer
+	// last took it (1-buffered: Apply never blocks on it).
+	wake chan struct{}
 
 	writerDone chan struct{}
 	gcStop     chan struct{}
@@ -84,7 +87,7 @@ type Store struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	requests, ops, commits, errs, syncErrs, gcRuns atomic.Uint64
+	requests, ops, commits, errs, syncErrs, gcRuns, gcAttempts atomic.Uint64
 }
 
 // Open opens (creating if needed) the store described by opts, checks its
@@ -111,7 +114,7 @@ func Open(opts Options) (*Store, error) {
 		log:        opts.Logger.With("component", "persist"),
 		maxSize:    db.MaxBatchSize(),
 		maxCount:   db.MaxBatchCount(),
-		reqs:       make(chan request, 4*opts.MaxBatch),
+		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 	}
 	go s.writer()
@@ -170,20 +173,33 @@ func checkFormat(db *badger.DB) error {
 // Apply queues ops to be committed atomically by the writer and calls done
 // exactly once with the result: nil once the ops are as durable as
 // Durability promises, else the error (nothing of this request is then
-// stored, and the caller must not acknowledge). done runs on the writer
-// goroutine and must not block or call Apply; after Close it runs on the
-// caller's goroutine with ErrClosed. Apply blocks while the writer's queue
-// is full (backpressure). The store keeps ops until done is called: the
-// caller must not modify the slices before that.
+// stored, and the caller must not acknowledge).
+//
+// Apply never blocks: the queue is unbounded (callers bound what they
+// queue). done callbacks are called on the writer goroutine in the order of
+// the Apply calls, errors included (ErrTooBig, a failed commit); done must
+// not block, and it may call Apply. Once Close has started, Apply calls
+// done(ErrClosed) itself, before returning. The store keeps ops until done
+// is called: the caller must not modify the slices before that. A request
+// with no ops is valid: its done comes after every earlier request's done.
 func (s *Store) Apply(ops []Op, done func(error)) {
-	s.mu.RLock()
+	s.mu.Lock()
 	if s.closed {
-		s.mu.RUnlock()
+		s.mu.Unlock()
 		done(ErrClosed)
 		return
 	}
-	s.reqs <- request{ops: ops, done: done}
-	s.mu.RUnlock()
+	s.queue = append(s.queue, request{ops: ops, done: done})
+	s.mu.Unlock()
+	s.signal()
+}
+
+// signal wakes the writer without blocking.
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns the writer's counters.
@@ -209,8 +225,8 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		close(s.reqs)
 		s.mu.Unlock()
+		s.signal()
 		<-s.writerDone
 		if s.gcStop != nil {
 			close(s.gcStop)
@@ -221,81 +237,122 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// writer is the state of the writer goroutine: the requests it took from
+// the queue and has not finished yet (pending[head:]) and its timers.
+type writer struct {
+	s          *Store
+	pending    []request
+	head       int
+	pendingOps int // ops in pending[head:]
+	timer      *time.Timer
+	syncC      <-chan time.Time
+}
+
 // writer is the only goroutine that writes to Badger. It gathers requests
 // into batches and commits each batch in as few transactions as Badger's
 // limits allow (one, unless the batch is huge).
 func (s *Store) writer() {
 	defer close(s.writerDone)
-	var syncC <-chan time.Time
+	w := &writer{s: s, timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
 	if s.opts.Durability == Batch {
 		t := time.NewTicker(s.opts.BatchInterval)
 		defer t.Stop()
-		syncC = t.C
+		w.syncC = t.C
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	batch := make([]request, 0, 64)
-	var pending *request // first request of the next batch
 	for {
-		var (
-			r  request
-			ok bool
-		)
-		if pending != nil {
-			r, ok, pending = *pending, true, nil
-		} else {
-			select {
-			case r, ok = <-s.reqs:
-			case <-syncC:
+		closed := w.take()
+		if w.head == len(w.pending) {
+			if closed {
 				s.sync()
-				continue
+				return
 			}
-		}
-		if !ok {
-			s.sync()
-			return
-		}
-		batch = append(batch[:0], r)
-		n := len(r.ops)
-		open := true // reqs not closed
-		if s.opts.MaxBatchDelay > 0 {
-			timer.Reset(s.opts.MaxBatchDelay)
-		}
-	gather:
-		for n < s.opts.MaxBatch {
-			var next request
-			if s.opts.MaxBatchDelay > 0 {
-				select {
-				case next, ok = <-s.reqs:
-				case <-timer.C:
-					break gather
-				}
-			} else {
-				select {
-				case next, ok = <-s.reqs:
-				default:
-					break gather
-				}
+			select {
+			case <-s.wake:
+			case <-w.syncC:
+				s.sync()
 			}
-			if !ok {
-				open = false
-				break
-			}
-			if n+len(next.ops) > s.opts.MaxBatch {
-				pending = &next
-				break
-			}
-			batch = append(batch, next)
-			n += len(next.ops)
+			continue
 		}
-		timer.Stop()
-		s.commit(batch)
-		clear(batch) // drop references to the callers' ops
-		if !open {
-			s.sync()
+		if !closed {
+			w.gather()
+		}
+		w.commitNext()
+	}
+}
+
+// take moves the requests queued by Apply to pending and reports whether
+// Close has started.
+func (w *writer) take() (closed bool) {
+	s := w.s
+	s.mu.Lock()
+	for _, r := range s.queue {
+		w.pendingOps += len(r.ops)
+	}
+	w.pending = append(w.pending, s.queue...)
+	clear(s.queue)
+	if cap(s.queue) > 4096 {
+		s.queue = nil // a burst's backlog is not kept
+	} else {
+		s.queue = s.queue[:0]
+	}
+	closed = s.closed
+	s.mu.Unlock()
+	return closed
+}
+
+// gather waits up to MaxBatchDelay for more requests while the pending
+// ones hold fewer than MaxBatch ops.
+func (w *writer) gather() {
+	o := w.s.opts
+	if o.MaxBatchDelay <= 0 || w.pendingOps >= o.MaxBatch {
+		return
+	}
+	w.timer.Reset(o.MaxBatchDelay)
+	defer w.timer.Stop()
+	for w.pendingOps < o.MaxBatch {
+		select {
+		case <-w.s.wake:
+			if w.take() {
+				return // closing: commit what there is
+			}
+		case <-w.timer.C:
 			return
 		}
 	}
+}
+
+// commitNext commits the next batch of pending requests: as many whole
+// requests as fit in MaxBatch ops, at least one.
+func (w *writer) commitNext() {
+	end, n := w.head, 0
+	for end < len(w.pending) {
+		k := len(w.pending[end].ops)
+		if end > w.head && n+k > w.s.opts.MaxBatch {
+			break
+		}
+		n += k
+		end++
+	}
+	w.s.process(w.pending[w.head:end])
+	clear(w.pending[w.head:end]) // drop references to the callers' ops
+	w.head, w.pendingOps = end, w.pendingOps-n
+	switch {
+	case w.head == len(w.pending):
+		w.pending, w.head = w.pending[:0], 0
+		if cap(w.pending) > 4096 {
+			w.pending = nil
+		}
+	case w.head > 1024 && 2*w.head > len(w.pending):
+		k := copy(w.pending, w.pending[w.head:])
+		clear(w.pending[k:])
+		w.pending, w.head = w.pending[:k], 0
+	}
+}
+
+// process commits batch, in order.
+func (s *Store) process(batch []request) {
+	s.commit(batch)
 }
 
 // sync fsyncs Badger in Batch durability (a no-op otherwise: Sync commits
@@ -413,6 +470,7 @@ func (s *Store) runGC() {
 			return
 		default:
 		}
+		s.gcAttempts.Add(1)
 		err := s.db.RunValueLogGC(0.5)
 		switch {
 		case err == nil:

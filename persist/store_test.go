@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,15 @@ func openTest(t testing.TB, o Options) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// closedNow reports whether an empty request fails with ErrClosed, i.e.
+// Close has started. Only Apply itself reports ErrClosed (the writer
+// commits every request it accepted), and it does so before returning.
+func closedNow(s *Store) bool {
+	var refused atomic.Bool
+	s.Apply(nil, func(err error) { refused.Store(errors.Is(err, ErrClosed)) })
+	return refused.Load()
 }
 
 // applySync applies ops and waits for the result.
@@ -285,27 +295,37 @@ func TestClosePending(t *testing.T) {
 	}
 	s := openTest(t, o)
 	const n = 20
+	var order []int // indexes of committed requests, in done order (writer only)
 	results := make(chan error, 2*n)
 	for i := range n {
-		go s.Apply([]Op{Put(fmt.Appendf(nil, "k%d", i), []byte("v"))}, func(err error) { results <- err })
+		s.Apply([]Op{Put(fmt.Appendf(nil, "k%d", i), []byte("v"))}, func(err error) {
+			if err == nil {
+				order = append(order, i)
+			}
+			results <- err
+		})
 	}
 	<-entered // the writer is stuck in a commit with requests queued
 	closed := make(chan error)
 	go func() { closed <- s.Close() }()
-	// Requests made once Close has started fail with ErrClosed. Close
-	// cannot finish while the commit is held, so wait until it marked the
-	// store closed.
-	for {
-		s.mu.RLock()
-		c := s.closed
-		s.mu.RUnlock()
-		if c {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	// Close cannot finish while the commit is held. Probe with empty
+	// requests until one fails at once: Close has then started. Probes
+	// accepted before that are committed during the drain.
+	probes := 0
+	for !closedNow(s) {
+		probes++
+		runtime.Gosched()
 	}
+	t.Logf("%d probes accepted before Close started", probes)
 	for i := range n {
-		s.Apply([]Op{Put(fmt.Appendf(nil, "late%d", i), []byte("v"))}, func(err error) { results <- err })
+		var now atomic.Bool
+		s.Apply([]Op{Put(fmt.Appendf(nil, "late%d", i), []byte("v"))}, func(err error) {
+			now.Store(true)
+			results <- err
+		})
+		if !now.Load() {
+			t.Fatal("Apply after Close started did not call done before returning")
+		}
 	}
 	close(release)
 	if err := <-closed; err != nil {
@@ -322,10 +342,15 @@ func TestClosePending(t *testing.T) {
 			t.Errorf("unexpected result %v", err)
 		}
 	}
-	// Requests accepted before Close are committed (drained); the others
-	// fail with ErrClosed. Every request gets exactly one result.
-	if ok+closedErrs != 2*n || closedErrs < n {
-		t.Errorf("%d committed, %d ErrClosed", ok, closedErrs)
+	// Requests accepted before Close are committed (drained), in order;
+	// the others fail with ErrClosed. Every request gets one result.
+	if ok != n || closedErrs != n {
+		t.Errorf("%d committed, %d ErrClosed; want %d of each", ok, closedErrs, n)
+	}
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("done order %v", order)
+		}
 	}
 	select {
 	case err := <-results:
@@ -334,6 +359,12 @@ func TestClosePending(t *testing.T) {
 	}
 	if err := applySync(s, Put([]byte("x"), nil)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Apply after Close: %v", err)
+	}
+	s2 := openTest(t, Options{Dir: o.Dir})
+	for i := range n {
+		if _, found := get(t, s2, fmt.Sprintf("k%d", i)); !found {
+			t.Errorf("drained request k%d is not stored", i)
+		}
 	}
 }
 
@@ -354,22 +385,92 @@ func TestTooBigRequest(t *testing.T) {
 func TestGC(t *testing.T) {
 	s := openTest(t, Options{Dir: t.TempDir(), GCInterval: 5 * time.Millisecond})
 	big := make([]byte, 4<<10) // above ValueThreshold: goes to the value log
-	for round := range 3 {
+	for range 3 {
 		for i := range 200 {
 			if err := applySync(s, Put(fmt.Appendf(nil, "k%d", i), big)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_ = round
 	}
 	for i := range 200 {
 		if err := applySync(s, Del(fmt.Appendf(nil, "k%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // several GC ticks
-	s.runGC()                         // and one direct run, errors are logged
+	for s.gcAttempts.Load() < 3 { // several GC ticks
+		runtime.Gosched()
+	}
+	s.runGC() // and one direct run, errors are logged
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDoneOrder checks that done callbacks come in Apply order whatever
+// their result, and that done may call Apply (on the writer goroutine).
+func TestDoneOrder(t *testing.T) {
+	var failNext atomic.Int32 // commits to fail
+	o := Options{Durability: Memory, MaxBatch: 8, MaxBatchDelay: -1}
+	o.commitHook = func(int) error {
+		if failNext.Load() > 0 {
+			failNext.Add(-1)
+			return errors.New("injected")
+		}
+		return nil
+	}
+	s := openTest(t, o)
+	tooBig := make([]Op, s.maxCount+1)
+	for i := range tooBig {
+		tooBig[i] = Put(fmt.Appendf(nil, "big%d", i), nil)
+	}
+	const n = 2000
+	var mu sync.Mutex
+	var got []int
+	all := make(chan struct{})
+	record := func(i int) func(error) {
+		return func(error) {
+			mu.Lock()
+			got = append(got, i)
+			if len(got) == 2*n {
+				close(all)
+			}
+			mu.Unlock()
+		}
+	}
+	failNext.Store(3)
+	for i := range n {
+		ops := []Op{Put(fmt.Appendf(nil, "k%d", i), nil)}
+		if i%97 == 0 {
+			ops = tooBig
+		}
+		// Each done applies a follow-up request from the writer; it
+		// must come after every request applied before it.
+		s.Apply(ops, func(err error) {
+			record(i)(err)
+			s.Apply(nil, record(n+i))
+		})
+	}
+	<-all
+	mu.Lock()
+	defer mu.Unlock()
+	// The first n results are the first n requests in order; the
+	// follow-ups are applied in the order their parents finish.
+	seen := 0
+	for _, v := range got {
+		if v < n {
+			if v != seen {
+				t.Fatalf("request %d finished when %d was expected", v, seen)
+			}
+			seen++
+		}
+	}
+	follow := -1
+	for _, v := range got {
+		if v >= n {
+			if v <= follow {
+				t.Fatalf("follow-up %d after %d", v-n, follow-n)
+			}
+			follow = v
+		}
 	}
 }
