@@ -33,3 +33,5 @@ require (
 )
 
 tool github.com/tinylib/msgp
+
+replace github.com/dgraph-io/ristretto/v2 => ./third_party/ristretto

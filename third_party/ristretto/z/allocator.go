@@ -287,7 +287,10 @@ func (a *Allocator) Allocate(sz int) []byte {
 				continue
 			}
 			a.addBufferAt(bufIdx+1, sz)
-			atomic.StoreUint64(&a.compIdx, uint64((bufIdx+1)<<32))
+			// ferrymq patch: shift in uint64. In platform int, (bufIdx+1)<<32
+			// is 0 on 32-bit platforms, which sent the allocator back to the
+			// start of buffer 0 and overwrote memory already handed out.
+			atomic.StoreUint64(&a.compIdx, uint64(bufIdx+1)<<32)
 			a.Unlock()
 			// We added a new buffer. Let's acquire slice the right way by going back to the top.
 			continue

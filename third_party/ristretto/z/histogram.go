@@ -18,7 +18,7 @@ import (
 func HistogramBounds(minExponent, maxExponent uint32) []float64 {
 	var bounds []float64
 	for i := minExponent; i <= maxExponent; i++ {
-		bounds = append(bounds, float64(int(1)<<i))
+		bounds = append(bounds, float64(uint64(1)<<i)) // ferrymq patch: uint64, not int (0 for i >= 32 on 32-bit platforms)
 	}
 	return bounds
 }
