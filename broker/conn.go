@@ -50,6 +50,7 @@ type client struct {
 	connected    atomic.Bool
 	takenOver    atomic.Bool
 	cleanDisconn atomic.Bool // DISCONNECT received (will handling decided there)
+	pendingAcks  atomic.Int32 // answers waiting for the store (ackAfter)
 
 	// Write side, guarded by wmu.
 	wmu        sync.Mutex

@@ -49,8 +49,10 @@ func (c *client) handleConnect(p *packet.Connect) error {
 	expiry := c.sessionExpiry(p)
 	c.willMsg = c.srv.willFromConnect(p)
 
-	ss, present, err := c.srv.attach(c, p.CleanStart, expiry)
+	t := c.srv.newTxn()
+	ss, present, err := c.srv.attach(c, p.CleanStart, expiry, t)
 	if err != nil {
+		t.release()
 		c.refuse(packet.ServerUnavailable, err)
 		return fmt.Errorf("%v: %w", err, packet.ServerShuttingDown)
 	}
@@ -64,7 +66,8 @@ func (c *client) handleConnect(p *packet.Connect) error {
 	c.appendPacket(ack)
 	c.logger().Debug("client connected", "version", p.Version, "clean", p.CleanStart,
 		"keepalive", p.KeepAlive, "session_present", present)
-	c.resume(ss)
+	c.resume(ss, t)
+	c.srv.commit(t, nil)
 	c.markDirty(c)
 	return nil
 }
@@ -155,12 +158,16 @@ func (c *client) connackProps(p *packet.Connect, expiry uint32, assigned string,
 
 // resume resends inflight messages with DUP set (PUBREL for those past
 // PUBREC) [MQTT-4.4.0-1] and then delivers the queue.
-func (c *client) resume(ss *sess) {
+func (c *client) resume(ss *sess, t *txn) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	c.wmu.Lock()
 	now := c.srv.now()
-	ss.st.DropExpired(now)
+	ss.st.DropExpired(now, func(f session.Inflight) {
+		if ss.durable {
+			t.add(session.Change{Kind: session.DelInflight, ClientID: c.id, PacketID: f.ID})
+		}
+	})
 	var unsent []session.Inflight
 	ss.st.Inflights(func(f session.Inflight) {
 		if f.Phase == session.AwaitPubcomp {
@@ -179,9 +186,12 @@ func (c *client) resume(ss *sess) {
 		} else {
 			ss.st.Puback(f.ID)
 		}
+		if ss.durable {
+			t.add(session.Change{Kind: session.DelInflight, ClientID: c.id, PacketID: f.ID})
+		}
 	}
 	c.wmu.Unlock()
-	c.pumpLocked(ss)
+	c.pumpLocked(ss, t)
 }
 
 // handle dispatches one decoded packet.

@@ -24,6 +24,7 @@ func (c *client) handlePublish(p *packet.Publish) error {
 		// A wildcard or invalid topic name ends the connection [MQTT-3.3.2-2].
 		return protoErr(packet.TopicNameInvalid, "PUBLISH topic %q: %v", topic, err)
 	}
+	t := c.srv.newTxn()
 	if p.QoS == 2 {
 		ss := c.ss
 		ss.mu.Lock()
@@ -31,16 +32,21 @@ func (c *client) handlePublish(p *packet.Publish) error {
 		if isNew && ss.st.PendingQoS2() > int(c.srv.cfg.Limits.ReceiveMaximum) && c.version == packet.V5 {
 			ss.st.ReleaseQoS2(p.PacketID)
 			ss.mu.Unlock()
+			t.release()
 			// More unacknowledged QoS 2 than our Receive Maximum
 			// [MQTT-3.3.4-7] §3.2.2.3.3. A resent id already awaiting
 			// PUBREL is not a new message and does not count.
 			return protoErr(packet.ReceiveMaximumExceeded, "more than %d QoS 2 messages awaiting PUBREL", c.srv.cfg.Limits.ReceiveMaximum)
 		}
+		if isNew && ss.durable {
+			// Stored with the message's destinations: exactly once across a restart.
+			t.add(session.Change{Kind: session.PutQoS2In, ClientID: c.id, PacketID: p.PacketID})
+		}
 		ss.mu.Unlock()
 		if !isNew {
 			// A resent QoS 2 message is acknowledged but not routed again
 			// [MQTT-4.3.3-10]: exactly once.
-			c.ack(packet.PUBREC, p.PacketID, packet.Success)
+			c.ackAfter(t, packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID})
 			return nil
 		}
 	}
@@ -57,30 +63,23 @@ func (c *client) handlePublish(p *packet.Publish) error {
 			msg.Expiry = c.srv.now().Add(time.Duration(p.Props.MessageExpiry) * time.Second)
 		}
 	}
-	if p.Retain {
-		c.srv.retain(msg)
+	if p.QoS == 2 && t != nil {
+		msg.Hold() // queues keep it until its publish is durable
+		t.msg = msg
 	}
-	c.srv.route(msg, c)
+	if p.Retain {
+		c.srv.retain(msg, t)
+	}
+	c.srv.route(msg, c, t)
 	switch p.QoS {
+	case 0:
+		c.srv.commit(t, nil)
 	case 1:
-		c.ack(packet.PUBACK, p.PacketID, packet.Success) // [MQTT-4.3.2-4]
+		c.ackAfter(t, packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}) // [MQTT-4.3.2-4]
 	case 2:
-		c.ack(packet.PUBREC, p.PacketID, packet.Success) // [MQTT-4.3.3-8]
+		c.ackAfter(t, packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}) // [MQTT-4.3.3-8]
 	}
 	return nil
-}
-
-// ack is the one place a publisher's PUBACK/PUBREC is produced. The
-// in-memory store is durable at once; a persistent store will call back
-// after its batch is committed, and only then does the ack go out.
-func (c *client) ack(kind packet.Type, id uint16, code packet.ReasonCode) {
-	c.srv.store.Commit(nil, func(err error) {
-		if err != nil {
-			code = packet.UnspecifiedError
-		}
-		c.appendPacket(&packet.Ack{Kind: kind, PacketID: id, ReasonCode: code})
-		c.markDirty(c)
-	})
 }
 
 // resolveAlias applies a v5 Topic Alias: a PUBLISH with topic and alias
@@ -130,19 +129,23 @@ func publicationProps(in *packet.Properties) packet.Properties {
 }
 
 // retain stores, replaces or clears (empty payload) a retained message
-// [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
-func (s *Server) retain(m *session.Message) {
+// [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11], on disk too (in t).
+func (s *Server) retain(m *session.Message, t *txn) {
 	if len(m.Payload) == 0 {
 		s.retained.Delete(m.Topic)
+		t.add(session.Change{Kind: session.DelRetained, Topic: m.Topic})
 		return
 	}
 	s.retained.Set(m.Topic, m)
+	t.add(session.Change{Kind: session.PutRetained, D: session.Delivery{Msg: m, QoS: m.QoS, Retain: true}})
 }
 
 // publish routes a message produced inside the broker (wills).
 func (s *Server) publish(m *session.Message, from *client) {
+	t := s.newTxn()
 	if m.Retain {
-		s.retain(m)
+		s.retain(m, t)
 	}
-	s.route(m, from)
+	s.route(m, from, t)
+	s.commit(t, nil)
 }

@@ -18,8 +18,8 @@ var resultPool = sync.Pool{New: func() any { return new(topics.Result) }}
 // every matching subscription identifier [MQTT-3.3.4-2] [MQTT-3.3.4-3]; a
 // shared group gets one copy for one member [MQTT-4.8.2-3]. from is the
 // publishing connection (nil for wills): its goroutine flushes the
-// receivers after its read batch.
-func (s *Server) route(m *session.Message, from *client) {
+// receivers after its read batch. Durable destinations are added to t.
+func (s *Server) route(m *session.Message, from *client, t *txn) {
 	r := resultPool.Get().(*topics.Result)
 	r.Reset()
 	s.trie.Match(m.Topic, r)
@@ -33,7 +33,7 @@ func (s *Server) route(m *session.Message, from *client) {
 			j++
 		}
 		if d, ok := merge(m, subs[i:j]); ok {
-			s.deliver(subs[i].ClientID, d, from)
+			s.deliver(subs[i].ClientID, d, from, t)
 		}
 		i = j
 	}
@@ -43,7 +43,7 @@ func (s *Server) route(m *session.Message, from *client) {
 			if sub.ID != 0 {
 				d.SubIDs = []uint32{sub.ID}
 			}
-			s.deliver(sub.ClientID, d, from)
+			s.deliver(sub.ClientID, d, from, t)
 		}
 	}
 	r.Reset()
@@ -104,9 +104,10 @@ func (s *Server) pickShared(g *topics.Group) (topics.Subscription, bool) {
 }
 
 // deliver hands one delivery to a session: at once when its client is
-// online and the inflight window has room, otherwise into its queue. QoS 0
-// is never queued for an offline client.
-func (s *Server) deliver(clientID string, d session.Delivery, from *client) {
+// online and the inflight window has room, otherwise into its queue (on
+// disk for a durable session, recorded in t). QoS 0 is never queued for an
+// offline client.
+func (s *Server) deliver(clientID string, d session.Delivery, from *client, t *txn) {
 	ss := s.lookup(clientID)
 	if ss == nil {
 		return
@@ -129,11 +130,12 @@ func (s *Server) deliver(clientID string, d session.Delivery, from *client) {
 		c.encodePublishLocked(d, 0, false)
 		c.wmu.Unlock()
 	} else {
-		if !ss.st.Enqueue(d, s.cfg.Limits.MaxQueuedBytes) {
-			s.stats.DroppedQueue.Add(1)
-		}
+		s.enqueueLocked(ss, d, t)
 		if c != nil {
-			c.pumpLocked(ss)
+			if t != nil && d.Msg.Held() {
+				t.held = append(t.held, ss)
+			}
+			c.pumpLocked(ss, t)
 		}
 	}
 	ss.mu.Unlock()
@@ -146,31 +148,117 @@ func (s *Server) deliver(clientID string, d session.Delivery, from *client) {
 	}
 }
 
-// pumpLocked moves queued deliveries into the inflight window while it has
-// room (ss.mu held; c is ss.c).
-func (c *client) pumpLocked(ss *sess) {
-	if ss.st.QueueLen() == 0 || ss.st.InflightLen() >= c.sendQuota {
+// enqueueLocked queues a QoS 1/2 delivery (ss.mu held). A durable session
+// writes it to disk (in t) and keeps it in RAM only while its client is
+// online and its window has room; a session in memory keeps it in RAM up
+// to limits.max_queued_bytes.
+func (s *Server) enqueueLocked(ss *sess, d session.Delivery, t *txn) {
+	if ss.durable && t != nil {
+		keep := ss.c != nil && ss.st.MemQueueLen() < memWindow &&
+			ss.st.QueueBytes()+int64(d.Msg.Size()) <= s.cfg.Limits.MaxQueuedBytes
+		seq := ss.st.EnqueueDurable(d, keep)
+		t.add(session.Change{Kind: session.PutQueued, ClientID: ss.st.ClientID, Seq: seq, D: d})
+		t.dests = append(t.dests, destRef{ss, seq})
 		return
 	}
+	if !ss.st.Enqueue(d, s.cfg.Limits.MaxQueuedBytes) {
+		s.stats.DroppedQueue.Add(1)
+	}
+}
+
+// pumpLocked moves queued deliveries into the inflight window while it has
+// room (ss.mu held; c is ss.c), reading a durable session's queue back
+// from disk as its RAM part empties. Durable changes go to t.
+func (c *client) pumpLocked(ss *sess, t *txn) {
+	for ss.st.QueueLen() > 0 && ss.st.InflightLen() < c.sendQuota {
+		if ss.st.MemQueueLen() == 0 {
+			if !c.refillLocked(ss) {
+				return
+			}
+			continue
+		}
+		c.wmu.Lock()
+		more := c.sendQueuedLocked(ss, t)
+		c.wmu.Unlock()
+		if !more {
+			return
+		}
+	}
+}
+
+// refillLocked reads the next part of a durable queue from disk into RAM
+// (ss.mu held). It reports whether anything was read.
+func (c *client) refillLocked(ss *sess) bool {
+	from, to, ok := ss.st.RefillRange()
+	if !ok {
+		return false
+	}
+	var n int
+	var last uint64
+	err := c.srv.store.ReadQueue(ss.st.ClientID, from, to, refillChunk, func(seq uint64, d session.Delivery) {
+		ss.st.AppendRefill(seq, d)
+		last = seq
+		n++
+	})
+	if err != nil {
+		c.srv.stats.StoreErrors.Add(1)
+		c.srv.log.Error("reading a queue from the session store failed", "client", ss.st.ClientID, "err", err)
+		return n > 0
+	}
+	if n == refillChunk {
+		ss.st.RefillDone(last + 1)
+	} else {
+		ss.st.RefillDone(to)
+	}
+	return n > 0
+}
+
+// sendQueuedLocked sends RAM-queued deliveries while the window has room
+// (ss.mu and c.wmu held). It returns false when it must stop (closed, a
+// held message at the head), true when the RAM queue ran empty or the
+// window is full.
+func (c *client) sendQueuedLocked(ss *sess, t *txn) bool {
 	now := c.srv.now()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	cid := ss.st.ClientID
 	for ss.st.InflightLen() < c.sendQuota {
 		if c.closed {
 			// Closing but not yet detached: leave the queue to the session,
 			// or the messages below would count as delivered and be lost.
-			return
+			return false
 		}
-		d, ok := ss.st.Dequeue()
+		head, ok := ss.st.Peek()
 		if !ok {
-			return
+			return true
 		}
-		if d.Msg.Expired(now) {
-			c.srv.stats.DroppedExpired.Add(1) // [MQTT-3.3.2-5]
+		if head.Msg.Held() {
+			return false // its publish is not durable yet: afterCommit pumps again
+		}
+		seq, d, _ := ss.st.DequeueSeq()
+		if d.Msg.Dropped() || d.Msg.Expired(now) {
+			if !d.Msg.Dropped() {
+				c.srv.stats.DroppedExpired.Add(1) // [MQTT-3.3.2-5]
+			}
+			if ss.durable {
+				t.add(session.Change{Kind: session.DelQueued, ClientID: cid, Seq: seq})
+			}
 			continue
 		}
 		// Cannot fail: fewer than sendQuota (<= 65535) ids are in use.
-		id, _ := ss.st.Send(d)
+		id, _ := ss.st.SendSeq(seq, d)
+		if ss.durable && t != nil {
+			ph := session.AwaitPuback
+			if d.QoS == 2 {
+				ph = session.AwaitPubrec
+			}
+			t.add(session.Change{Kind: session.DelQueued, ClientID: cid, Seq: seq})
+			t.add(session.Change{Kind: session.PutInflight, ClientID: cid, PacketID: id, Phase: ph, Seq: seq, D: d})
+			if d.QoS == 2 {
+				// Written once its packet id is durable: a crash must not
+				// make it reach the client twice under two ids.
+				t.sends = append(t.sends, sendRef{ss, c, id})
+				continue
+			}
+		}
 		if !c.encodePublishLocked(d, id, false) {
 			// Too large for this client (or expired): treated as delivered
 			// [MQTT-3.1.2-25], so it frees its slot at once. A QoS 2 one is
@@ -180,8 +268,12 @@ func (c *client) pumpLocked(ss *sess) {
 			} else {
 				ss.st.Puback(id)
 			}
+			if ss.durable {
+				t.add(session.Change{Kind: session.DelInflight, ClientID: cid, PacketID: id})
+			}
 		}
 	}
+	return true
 }
 
 // encodePublishLocked appends one PUBLISH for d (wmu held), with the

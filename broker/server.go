@@ -54,10 +54,11 @@ type Options struct {
 
 // Server is one MQTT broker instance. Several may run in one process.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	store session.Store
-	now   func() time.Time
+	cfg     Config
+	log     *slog.Logger
+	store   session.Store
+	durable bool // store.Durable(): sessions that outlive their connection are stored
+	now     func() time.Time
 
 	trie     *topics.Trie
 	retained *topics.Retained[*session.Message]
@@ -97,6 +98,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		cfg:      cfg,
 		log:      opts.Logger,
 		store:    opts.Store,
+		durable:  opts.Store.Durable(),
 		now:      opts.Now,
 		trie:     topics.NewTrie(),
 		retained: topics.NewRetained[*session.Message](),
@@ -104,10 +106,14 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}, nil
 }
 
-// Start binds every listener and starts serving. It fails (and keeps
-// nothing bound) if any listener cannot be opened, e.g. "listen tcp
-// 127.0.0.1:1883: bind: address already in use".
+// Start restores stored sessions, binds every listener and starts
+// serving. It fails (and keeps nothing bound) if the store cannot be read
+// or any listener cannot be opened, e.g. "listen tcp 127.0.0.1:1883:
+// bind: address already in use".
 func (s *Server) Start() error {
+	if err := s.restore(); err != nil {
+		return err
+	}
 	var ls []net.Listener
 	for _, lc := range s.cfg.Listeners {
 		l, err := net.Listen("tcp", lc.Address)

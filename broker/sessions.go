@@ -18,6 +18,7 @@ type sess struct {
 	version packet.Version
 	gen     uint64 // bumped on every attach/detach; stale timers compare it
 	gone    bool   // removed from the registry
+	durable bool   // kept in the store: it outlives its connection and the store is durable
 
 	expiryTimer *time.Timer
 	will        *will // pending delayed will of the last connection
@@ -41,8 +42,9 @@ var errServerClosing = errors.New("server is shutting down")
 // attach binds connection c to the session of its client id, taking over
 // any connection that holds it [MQTT-3.1.4-3], and starting a fresh
 // session on Clean Start [MQTT-3.1.2-4] or resuming the old one
-// [MQTT-3.1.2-5]. It returns whether a session was present.
-func (s *Server) attach(c *client, clean bool, expiry uint32) (*sess, bool, error) {
+// [MQTT-3.1.2-5]. It returns whether a session was present. Changes to
+// store go to t.
+func (s *Server) attach(c *client, clean bool, expiry uint32, t *txn) (*sess, bool, error) {
 	for {
 		s.smu.Lock()
 		if s.closing {
@@ -75,6 +77,10 @@ func (s *Server) attach(c *client, clean bool, expiry uint32) (*sess, bool, erro
 		}
 		ss.stopTimers()
 		if clean {
+			if ss.durable {
+				t.add(session.Change{Kind: session.DelSession, ClientID: c.id})
+				ss.durable = false
+			}
 			ss.st.Clear()
 			s.trie.UnsubscribeAll(c.id)
 			present = false
@@ -83,6 +89,13 @@ func (s *Server) attach(c *client, clean bool, expiry uint32) (*sess, bool, erro
 		ss.c = c
 		ss.version = c.version
 		ss.gen++
+		// A resumed durable session stays durable (its queue is on disk)
+		// until it ends, whatever expiry this connection asks for.
+		ss.durable = t != nil && (ss.durable || expiry > 0)
+		if ss.durable {
+			t.add(session.Change{Kind: session.PutSession, ClientID: c.id,
+				Info: session.Info{Version: byte(c.version), Expiry: expiry}})
+		}
 		c.ss = ss
 		ss.mu.Unlock()
 		s.smu.Unlock()
@@ -100,6 +113,8 @@ func (s *Server) detach(c *client) {
 	if ss == nil {
 		return
 	}
+	t := s.newTxn()
+	defer s.commit(t, nil)
 	w := c.takeWill()
 	s.smu.Lock()
 	ss.mu.Lock()
@@ -136,10 +151,18 @@ func (s *Server) detach(c *client) {
 		// this detach: it exists at that CONNECT, so it is resumed
 		// [MQTT-3.1.2-5] whatever its expiry.
 	} else if expiry == 0 {
-		s.removeLocked(ss, c.id)
-	} else if expiry != session.NeverExpire {
-		gen := ss.gen
-		ss.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expire(ss, c.id, gen) })
+		s.removeLocked(ss, c.id, t)
+	} else {
+		if expiry != session.NeverExpire {
+			gen := ss.gen
+			ss.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expire(ss, c.id, gen) })
+		}
+		if ss.durable {
+			// Its queue waits on disk; the expiry counts from now, across restarts.
+			ss.st.SpillQueue()
+			t.add(session.Change{Kind: session.PutSession, ClientID: c.id,
+				Info: session.Info{Version: byte(ss.version), Expiry: expiry, DisconnectedAt: s.now()}})
+		}
 	}
 	ss.mu.Unlock()
 	s.smu.Unlock()
@@ -148,9 +171,13 @@ func (s *Server) detach(c *client) {
 	}
 }
 
-// removeLocked deletes a session (smu and ss.mu held). A pending will is
-// published by the caller.
-func (s *Server) removeLocked(ss *sess, id string) {
+// removeLocked deletes a session (smu and ss.mu held), from the store too
+// (in t). A pending will is published by the caller.
+func (s *Server) removeLocked(ss *sess, id string, t *txn) {
+	if ss.durable {
+		t.add(session.Change{Kind: session.DelSession, ClientID: id})
+		ss.durable = false
+	}
 	ss.gone = true
 	ss.stopTimers()
 	if s.sessions[id] == ss {
@@ -172,9 +199,11 @@ func (s *Server) expire(ss *sess, id string, gen uint64) {
 	}
 	w := ss.will
 	ss.will = nil
-	s.removeLocked(ss, id)
+	t := s.newTxn()
+	s.removeLocked(ss, id, t)
 	ss.mu.Unlock()
 	s.smu.Unlock()
+	s.commit(t, nil)
 	if w != nil {
 		s.publishWill(w)
 	}

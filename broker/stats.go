@@ -14,12 +14,15 @@ type Stats struct {
 	DroppedTooBig  atomic.Int64 // deliveries larger than the client's Maximum Packet Size
 	DroppedExpired atomic.Int64 // deliveries whose message expired before sending
 	DroppedOffline atomic.Int64 // QoS 0 deliveries to an offline session
+	RefusedFull    atomic.Int64 // answers refused (v5 0x97) or connections closed (3.1.1): the store was full
+	StoreErrors    atomic.Int64 // failed store commits and reads
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
 	Connections, Accepted, MessagesIn, MessagesOut                           int64
 	DroppedQoS0, DroppedQueue, DroppedTooBig, DroppedExpired, DroppedOffline int64
+	RefusedFull, StoreErrors                                                 int64
 	Sessions, Subscriptions, Retained                                        int
 }
 
@@ -35,6 +38,7 @@ func (s *Server) Stats() StatsSnapshot {
 		DroppedQoS0: st.DroppedQoS0.Load(), DroppedQueue: st.DroppedQueue.Load(),
 		DroppedTooBig: st.DroppedTooBig.Load(), DroppedExpired: st.DroppedExpired.Load(),
 		DroppedOffline: st.DroppedOffline.Load(),
+		RefusedFull:    st.RefusedFull.Load(), StoreErrors: st.StoreErrors.Load(),
 		Sessions:       n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
 	}
 }

@@ -79,7 +79,14 @@ func (c *client) flushDirty() {
 
 // flush writes the out buffer if no one else is writing. It never blocks
 // on the socket: leftovers go to a writer goroutine.
-func (c *client) flush() {
+func (c *client) flush() { c.flushOpt(false) }
+
+// flushAsync is flush for the store's writer goroutine: a write error
+// closes the connection on another goroutine (closing may wait for a
+// final DISCONNECT to be written).
+func (c *client) flushAsync() { c.flushOpt(true) }
+
+func (c *client) flushOpt(async bool) {
 	for {
 		c.wmu.Lock()
 		if c.flushing || c.closed || len(c.out) == 0 {
@@ -95,7 +102,11 @@ func (c *client) flush() {
 		if err != nil {
 			c.endFlush()
 			putBuf(buf)
-			c.closeWith(err)
+			if async {
+				c.srv.goOwned(func() { c.closeWith(err) })
+			} else {
+				c.closeWith(err)
+			}
 			return
 		}
 		if n < len(buf) {

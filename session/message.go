@@ -6,6 +6,7 @@
 package session
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
@@ -29,7 +30,33 @@ type Message struct {
 	// Origin is the publishing client id (for No Local); empty for wills
 	// and internal publishers.
 	Origin string
+
+	// hold is the one mutable part: holdHeld while the publish of a QoS 2
+	// message is not yet durable (queues keep it and what follows it),
+	// holdDropped if that write failed (queues discard it).
+	hold atomic.Int32
 }
+
+const (
+	holdReady int32 = iota
+	holdHeld
+	holdDropped
+)
+
+// Hold keeps the message in every queue until Release or Drop.
+func (m *Message) Hold() { m.hold.Store(holdHeld) }
+
+// Release lets held deliveries of the message go.
+func (m *Message) Release() { m.hold.Store(holdReady) }
+
+// Drop makes queues discard the message (its publish was refused).
+func (m *Message) Drop() { m.hold.Store(holdDropped) }
+
+// Held reports whether deliveries of the message must wait.
+func (m *Message) Held() bool { return m.hold.Load() == holdHeld }
+
+// Dropped reports whether the message must be discarded.
+func (m *Message) Dropped() bool { return m.hold.Load() == holdDropped }
 
 // Size is the message's approximate footprint in bytes, used for queue
 // quotas.

@@ -20,6 +20,9 @@ type Inflight struct {
 	ID    uint16
 	D     Delivery
 	Phase Phase
+	// Seq is the delivery's number in a durable session's queue (0 in a
+	// session kept in memory only).
+	Seq uint64
 }
 
 // Errors returned by State.
@@ -43,9 +46,16 @@ type State struct {
 	inflight map[uint16]Inflight // by value: no allocation per message
 	order    []uint16            // inflight ids in send order (resend order)
 
-	queue      []Delivery // FIFO of deliveries waiting for an inflight slot or a connection
+	queue      []queued // FIFO of deliveries held in memory, waiting for an inflight slot or a connection
 	queueHead  int
 	queueBytes int64
+
+	// Durable queue (queue.go): deliveries are numbered; those from
+	// diskFrom on are only on disk (spilled) and read back in order.
+	nextSeq  uint64
+	diskFrom uint64
+	diskLen  int      // deliveries on disk only (approximate after failed writes)
+	pending  []uint64 // seqs whose durable write is not yet done, ascending
 
 	inQoS2 map[uint16]struct{} // incoming QoS 2 ids awaiting PUBREL
 }
@@ -75,7 +85,10 @@ func (s *State) nextPacketID() (uint16, error) {
 
 // Send moves d into the inflight window with a fresh packet identifier
 // and returns that identifier.
-func (s *State) Send(d Delivery) (uint16, error) {
+func (s *State) Send(d Delivery) (uint16, error) { return s.SendSeq(0, d) }
+
+// SendSeq is Send for the delivery numbered seq in a durable queue.
+func (s *State) SendSeq(seq uint64, d Delivery) (uint16, error) {
 	id, err := s.nextPacketID()
 	if err != nil {
 		return 0, err
@@ -83,7 +96,7 @@ func (s *State) Send(d Delivery) (uint16, error) {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]Inflight)
 	}
-	f := Inflight{ID: id, D: d, Phase: AwaitPuback}
+	f := Inflight{ID: id, D: d, Phase: AwaitPuback, Seq: seq}
 	if d.QoS == 2 {
 		f.Phase = AwaitPubrec
 	}
@@ -104,6 +117,12 @@ func (s *State) Puback(id uint16) error {
 	}
 	s.remove(id)
 	return nil
+}
+
+// Get returns the inflight message with identifier id.
+func (s *State) Get(id uint16) (Inflight, bool) {
+	f, ok := s.inflight[id]
+	return f, ok
 }
 
 // Pubrec moves a QoS 2 delivery to the PUBREL phase. A PUBREC with a
@@ -156,59 +175,21 @@ func (s *State) Inflights(fn func(Inflight)) {
 }
 
 // DropExpired removes inflight messages not yet acknowledged whose message
-// has expired (only in phases where the message itself would be resent).
-// It returns how many were removed.
-func (s *State) DropExpired(now time.Time) int {
+// has expired (only in phases where the message itself would be resent),
+// calling dropped (if not nil) for each. It returns how many were removed.
+func (s *State) DropExpired(now time.Time, dropped func(Inflight)) int {
 	n := 0
 	for _, id := range append([]uint16(nil), s.order...) {
 		f := s.inflight[id]
 		if f.Phase != AwaitPubcomp && f.D.Msg != nil && f.D.Msg.Expired(now) {
 			s.remove(id)
 			n++
+			if dropped != nil {
+				dropped(f)
+			}
 		}
 	}
 	return n
-}
-
-// Enqueue appends d to the queue unless that would take the queue beyond
-// maxBytes (0 = no bound); it reports whether d was queued.
-func (s *State) Enqueue(d Delivery, maxBytes int64) bool {
-	sz := int64(d.Msg.Size())
-	if maxBytes > 0 && s.queueBytes+sz > maxBytes {
-		return false
-	}
-	s.queue = append(s.queue, d)
-	s.queueBytes += sz
-	return true
-}
-
-// QueueLen is the number of queued deliveries.
-func (s *State) QueueLen() int { return len(s.queue) - s.queueHead }
-
-// QueueBytes is the approximate size of the queue.
-func (s *State) QueueBytes() int64 { return s.queueBytes }
-
-// Dequeue removes and returns the oldest queued delivery.
-func (s *State) Dequeue() (Delivery, bool) {
-	if s.queueHead >= len(s.queue) {
-		return Delivery{}, false
-	}
-	d := s.queue[s.queueHead]
-	s.queue[s.queueHead] = Delivery{}
-	s.queueHead++
-	s.queueBytes -= int64(d.Msg.Size())
-	if s.queueHead == len(s.queue) {
-		s.queueHead = 0
-		if cap(s.queue) > 64 {
-			s.queue = nil // release a burst's memory once drained
-		} else {
-			s.queue = s.queue[:0]
-		}
-	} else if s.queueHead > 1024 && s.queueHead*2 > len(s.queue) {
-		s.queue = append([]Delivery(nil), s.queue[s.queueHead:]...)
-		s.queueHead = 0
-	}
-	return d, true
 }
 
 // ReceiveQoS2 records an incoming QoS 2 packet identifier. It reports
@@ -241,8 +222,9 @@ func (s *State) ReleaseQoS2(id uint16) bool {
 // PendingQoS2 is the number of incoming QoS 2 messages awaiting PUBREL.
 func (s *State) PendingQoS2() int { return len(s.inQoS2) }
 
-// Clear drops all state (Clean Start on an existing session).
+// Clear drops all state (Clean Start on an existing session). Delivery
+// numbers keep increasing.
 func (s *State) Clear() {
-	id := s.ClientID
-	*s = State{ClientID: id}
+	id, seq := s.ClientID, s.nextSeq
+	*s = State{ClientID: id, nextSeq: seq, diskFrom: seq}
 }

@@ -132,7 +132,7 @@ func TestExpiry(t *testing.T) {
 	s := New("c")
 	s.Send(Delivery{Msg: m, QoS: 1})
 	s.Send(Delivery{Msg: msg("t"), QoS: 1})
-	if n := s.DropExpired(now.Add(time.Hour)); n != 1 || s.InflightLen() != 1 {
+	if n := s.DropExpired(now.Add(time.Hour), nil); n != 1 || s.InflightLen() != 1 {
 		t.Fatalf("dropped %d, left %d", n, s.InflightLen())
 	}
 }
