@@ -49,7 +49,7 @@ type client struct {
 	problemInfo  bool   // v5 Request Problem Information
 	connected    atomic.Bool
 	takenOver    atomic.Bool
-	cleanDisconn atomic.Bool // DISCONNECT received (will handling decided there)
+	cleanDisconn atomic.Bool  // DISCONNECT received (will handling decided there)
 	pendingAcks  atomic.Int32 // answers waiting for the store (ackAfter)
 
 	// Write side, guarded by wmu.

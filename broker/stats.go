@@ -39,6 +39,6 @@ func (s *Server) Stats() StatsSnapshot {
 		DroppedTooBig: st.DroppedTooBig.Load(), DroppedExpired: st.DroppedExpired.Load(),
 		DroppedOffline: st.DroppedOffline.Load(),
 		RefusedFull:    st.RefusedFull.Load(), StoreErrors: st.StoreErrors.Load(),
-		Sessions:       n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
+		Sessions: n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
 	}
 }
