@@ -103,3 +103,68 @@ func TestRecordsSkipUnknownFields(t *testing.T) {
 		t.Error("trailing bytes accepted")
 	}
 }
+
+func TestKeys(t *testing.T) {
+	for _, name := range []string{"", "a", "a/b", "%", "%2F", "/", "a%25/%2f//", "ünï/cödé"} {
+		esc := escapeName(name)
+		if bytes.IndexByte([]byte(esc), '/') >= 0 {
+			t.Errorf("escapeName(%q) = %q holds a /", name, esc)
+		}
+		back, err := unescapeName(esc)
+		if err != nil || back != name {
+			t.Errorf("unescapeName(escapeName(%q)) = %q, %v", name, back, err)
+		}
+	}
+	for _, bad := range []string{"%", "%2", "%2f", "%41", "a/b"} {
+		if _, err := unescapeName(bad); err == nil {
+			t.Errorf("unescapeName(%q) accepted", bad)
+		}
+	}
+	// Client "a" must not see the keys of client "a/b".
+	qa := string(appendNamePrefix(nil, prefixQueue, "a"))
+	if k := string(appendQueueKey(nil, "a/b", 1)); len(k) >= len(qa) && k[:len(qa)] == qa {
+		t.Errorf("%q is a prefix of %q", qa, k)
+	}
+	for _, tc := range []struct {
+		key    []byte
+		prefix string
+		name   string
+		rest   string
+	}{
+		{appendQueueKey(nil, "c/1", 0x2F2F), prefixQueue, "c/1", "\x00\x00\x00\x00\x00\x00//"},
+		{appendInflKey(nil, "%", 0x2F00), prefixInfl, "%", "/\x00"},
+		{appendQoS2InKey(nil, "x", 7), prefixQoS2In, "x", "\x00\x07"},
+		{appendSubKey(nil, "s", "$share/g/a/+/#"), prefixSub, "s", "$share/g/a/+/#"},
+		{appendOutKey(nil, "up/1", 9), prefixOut, "up/1", "\x00\x00\x00\x00\x00\x00\x00\x09"},
+	} {
+		esc, rest, ok := splitName(tc.key, tc.prefix)
+		name, err := unescapeName(esc)
+		if !ok || err != nil || name != tc.name || string(rest) != tc.rest {
+			t.Errorf("splitName(%q) = %q %q %v %v", tc.key, esc, rest, ok, err)
+		}
+	}
+	if seq, ok := parseSeq(appendQueueKey(nil, "c", 1<<40)[len("v1/q/c/"):]); !ok || seq != 1<<40 {
+		t.Errorf("parseSeq = %d, %v", seq, ok)
+	}
+	if _, ok := parseSeq([]byte{1, 2}); ok {
+		t.Error("parseSeq accepted 2 bytes")
+	}
+	if pid, ok := parsePID([]byte{1, 2}); !ok || pid != 0x102 {
+		t.Errorf("parsePID = %d, %v", pid, ok)
+	}
+	if _, _, ok := splitName([]byte("v1/sess/a"), prefixQueue); ok {
+		t.Error("splitName accepted another prefix")
+	}
+	if k := string(appendSessKey(nil, "a/b")); k != "v1/sess/a%2Fb" {
+		t.Errorf("session key %q", k)
+	}
+	if k := string(appendRetKey(nil, "a/b")); k != "v1/ret/a/b" {
+		t.Errorf("retained key %q", k)
+	}
+	if e := string(prefixEnd([]byte("v1/q/a/"))); e != "v1/q/a0" {
+		t.Errorf("prefixEnd = %q", e)
+	}
+	if e := prefixEnd([]byte{'a', 0xFF}); string(e) != "b" {
+		t.Errorf("prefixEnd = %q", e)
+	}
+}
