@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
+	"github.com/ferrymq/ferrymq/session"
 )
 
 // startServer runs a broker on 127.0.0.1:0 for the test and shuts it down
@@ -26,7 +27,7 @@ func startServer(t testing.TB, mutate func(*Config)) *Server {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	s, err := New(cfg, Options{Logger: log})
+	s, err := New(cfg, Options{Logger: log, Store: testStore(t)})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
@@ -41,6 +42,19 @@ func startServer(t testing.TB, mutate func(*Config)) *Server {
 		}
 	})
 	return s
+}
+
+// testStore is the store the suite runs on: in memory by default,
+// FERRYMQ_TEST_STORE=fake for the durable code paths on fakeStore.
+func testStore(t testing.TB) session.Store {
+	switch os.Getenv("FERRYMQ_TEST_STORE") {
+	case "fake":
+		return newFakeStore()
+	case "", "memory":
+		return session.Memory{}
+	}
+	t.Fatalf("FERRYMQ_TEST_STORE=%q: want memory or fake", os.Getenv("FERRYMQ_TEST_STORE"))
+	return nil
 }
 
 func addr(s *Server) string { return s.Addrs()[0].String() }

@@ -32,7 +32,7 @@ func startServerClock(t *testing.T, mutate func(*Config)) (*Server, *skewClock) 
 	}
 	clk := &skewClock{}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := New(cfg, Options{Logger: log, Now: clk.now})
+	s, err := New(cfg, Options{Logger: log, Now: clk.now, Store: testStore(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
