@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 )
 
 // Config is the whole broker configuration. It is plain data: cmd/ferrymq
@@ -32,12 +33,45 @@ type Listener struct {
 	AllowAnonymous *bool `yaml:"allow_anonymous"`
 }
 
-// Storage configures the session store.
+// Storage configures the session store (cmd/ferrymq opens it; the
+// broker sees it through session.Store).
 type Storage struct {
 	// Dir is the data directory. Default "ferrymq-data" (relative to the
-	// working directory). Unused while sessions are held in memory.
+	// working directory). Unused with durability memory.
 	Dir string `yaml:"dir"`
+	// Durability is when a QoS 1/2 message is acknowledged. "sync"
+	// (default): after the batch holding it is fsynced — survives kill -9
+	// and power cuts. "batch": once written, fsynced every sync_interval —
+	// survives kill -9, a power cut loses up to sync_interval of
+	// acknowledged messages. "memory": nothing on disk; a restart loses
+	// every session.
+	Durability string `yaml:"durability"`
+	// SyncInterval is how often "batch" durability fsyncs. Default 100ms.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// MaxDisk bounds the bytes the store may use on disk. Beyond it, and
+	// when the filesystem has less than MinFree left, QoS 1/2 publishes are
+	// refused (v5: 0x97 quota exceeded; 3.1.1: disconnected, so the client
+	// resends later) until space returns. Default 0 = no bound but MinFree.
+	MaxDisk int64 `yaml:"max_disk"`
+	// MinFree is the free space to leave on the filesystem. Default 64 MiB.
+	MinFree int64 `yaml:"min_free"`
+	// OnCorruption is what happens when the store cannot be opened
+	// because it is damaged: "quarantine" (default) moves the directory
+	// aside (named in the log) and starts empty; "refuse" exits with an
+	// error, for an operator to decide.
+	OnCorruption string `yaml:"on_corruption"`
 }
+
+// Storage defaults and choices.
+const (
+	DurabilitySync       = "sync"
+	DurabilityBatch      = "batch"
+	DurabilityMemory     = "memory"
+	DefaultSyncInterval  = 100 * time.Millisecond
+	DefaultMinFree       = 64 << 20
+	CorruptionQuarantine = "quarantine"
+	CorruptionRefuse     = "refuse"
+)
 
 // Limits are per-broker and per-client bounds. Every field has a default
 // applied by ApplyDefaults; 0 means "default" except where noted.
@@ -105,8 +139,21 @@ func (c *Config) ApplyDefaults() {
 			l.AllowAnonymous = &t
 		}
 	}
-	if c.Storage.Dir == "" {
-		c.Storage.Dir = DefaultDataDir
+	st := &c.Storage
+	if st.Dir == "" {
+		st.Dir = DefaultDataDir
+	}
+	if st.Durability == "" {
+		st.Durability = DurabilitySync
+	}
+	if st.SyncInterval == 0 {
+		st.SyncInterval = DefaultSyncInterval
+	}
+	if st.MinFree == 0 {
+		st.MinFree = DefaultMinFree
+	}
+	if st.OnCorruption == "" {
+		st.OnCorruption = CorruptionQuarantine
 	}
 	lim := &c.Limits
 	if lim.MaxPacketSize == 0 {
@@ -169,6 +216,7 @@ func (c *Config) Validate() error {
 	} else if c.Limits.MaxPacketSize < 64 {
 		add("limits.max_packet_size", "%d is too small (minimum 64)", c.Limits.MaxPacketSize)
 	}
+	c.validateStorage(add)
 	if c.Limits.MaxQueuedBytes < 0 {
 		add("limits.max_queued_bytes", "must not be negative")
 	}
@@ -186,4 +234,29 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) validateStorage(add func(path, format string, args ...any)) {
+	st := &c.Storage
+	switch st.Durability {
+	case DurabilitySync, DurabilityBatch, DurabilityMemory:
+	default:
+		add("storage.durability", "%q is not one of sync, batch, memory", st.Durability)
+	}
+	if st.SyncInterval < 0 || st.SyncInterval > time.Minute {
+		add("storage.sync_interval", "%v is outside 0..1m", st.SyncInterval)
+	}
+	if st.MaxDisk < 0 {
+		add("storage.max_disk", "must not be negative")
+	} else if st.MaxDisk > 0 && st.MaxDisk < 16<<20 {
+		add("storage.max_disk", "%d is too small: the store needs at least 16 MiB", st.MaxDisk)
+	}
+	if st.MinFree < 0 {
+		add("storage.min_free", "must not be negative")
+	}
+	switch st.OnCorruption {
+	case CorruptionQuarantine, CorruptionRefuse:
+	default:
+		add("storage.on_corruption", "%q is not one of quarantine, refuse", st.OnCorruption)
+	}
 }

@@ -79,7 +79,8 @@ limits:
 			{Address: "[::1]:1884", AllowAnonymous: &no},
 			{Address: "0.0.0.0:8883", AllowAnonymous: &yes},
 		},
-		Storage: broker.Storage{Dir: "/var/lib/ferrymq"},
+		Storage: broker.Storage{Dir: "/var/lib/ferrymq", Durability: "sync", SyncInterval: broker.DefaultSyncInterval,
+			MinFree: broker.DefaultMinFree, OnCorruption: "quarantine"},
 		Limits: broker.Limits{
 			MaxPacketSize:     256 << 10,
 			MaxKeepAlive:      600,
@@ -178,7 +179,7 @@ func TestMultipleErrorsAllReported(t *testing.T) {
   - address: nope
 storage:
   dir: [a, b]
-  durability: sync
+  durability: never
 limits:
   max_packet_size: lots
   max_queued_bytes: 64KB
@@ -189,7 +190,7 @@ limits:
 		`c.yaml:4: listeners[1].colour: unknown key`,
 		`c.yaml:5: listeners[2].address: "nope" is not host:port`,
 		`c.yaml:7: storage.dir: expected a string, got a list`,
-		`c.yaml:8: storage.durability: unknown key; valid keys here: dir`,
+		`c.yaml:8: storage.durability: "never" is not one of sync, batch, memory`,
 		`c.yaml:10: limits.max_packet_size: expected a size in bytes`,
 		`c.yaml:12: limits.receive_maximum: 70000 is out of range`,
 		`c.yaml:13: limits.max_inflight: expected a non-negative integer, got -3`,

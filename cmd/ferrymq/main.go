@@ -94,6 +94,7 @@ const runFlagsUsage = `  -c, --config FILE     configuration file (YAML); withou
   --listen ADDR         listen on ADDR (host:port); repeat for several;
                         replaces the listeners of the configuration file
   --data-dir DIR        data directory (overrides storage.dir)
+  --durability MODE     sync (default), batch or memory (overrides storage.durability)
   --log-level LEVEL     debug, info, warn or error (default info)
 Flags take one dash or two (-listen or --listen). Flags override the file.
 `

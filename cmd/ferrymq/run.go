@@ -17,6 +17,7 @@ type runOptions struct {
 	configFile string
 	listen     listenFlag
 	dataDir    string
+	durability string
 	level      levelFlag
 }
 
@@ -31,6 +32,7 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (o *runOptions, code
 	fs.StringVar(&o.configFile, "config", "", "")
 	fs.Var(&o.listen, "listen", "")
 	fs.StringVar(&o.dataDir, "data-dir", "", "")
+	fs.StringVar(&o.durability, "durability", "", "")
 	fs.Var(&o.level, "log-level", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -69,12 +71,17 @@ func buildConfig(o *runOptions) (broker.Config, []configError) {
 	if o.dataDir != "" {
 		cfg.Storage.Dir = o.dataDir
 	}
+	if o.durability != "" {
+		cfg.Storage.Durability = o.durability
+	}
 	source := func(path string) (string, int) {
 		switch {
 		case len(o.listen) > 0 && related(path, "listeners"):
 			return "--listen", 0
 		case o.dataDir != "" && related(path, "storage.dir"):
 			return "--data-dir", 0
+		case o.durability != "" && related(path, "storage.durability"):
+			return "--durability", 0
 		case file != nil:
 			return file.name, file.lineOf(path)
 		}

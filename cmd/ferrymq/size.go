@@ -12,6 +12,8 @@ import (
 var sizeKeys = map[string]bool{
 	"limits.max_packet_size":  true,
 	"limits.max_queued_bytes": true,
+	"storage.max_disk":        true,
+	"storage.min_free":        true,
 }
 
 // sizeUnits: decimal (KB = 1000) and binary (KiB = 1024) units, matched
