@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
+	"github.com/ferrymq/ferrymq/persist"
 	"github.com/ferrymq/ferrymq/session"
 )
 
@@ -45,11 +46,18 @@ func startServer(t testing.TB, mutate func(*Config)) *Server {
 }
 
 // testStore is the store the suite runs on: in memory by default,
-// FERRYMQ_TEST_STORE=fake for the durable code paths on fakeStore.
+// FERRYMQ_TEST_STORE=fake for the durable code paths on fakeStore,
+// FERRYMQ_TEST_STORE=badger on the real store (persist, sync durability).
 func testStore(t testing.TB) session.Store {
 	switch os.Getenv("FERRYMQ_TEST_STORE") {
 	case "fake":
 		return newFakeStore()
+	case "badger":
+		st, err := persist.Open(persist.Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatalf("open store: %v", err)
+		}
+		return st
 	case "", "memory":
 		return session.Memory{}
 	}
