@@ -106,24 +106,30 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}, nil
 }
 
-// Start restores stored sessions, binds every listener and starts
-// serving. It fails (and keeps nothing bound) if the store cannot be read
-// or any listener cannot be opened, e.g. "listen tcp 127.0.0.1:1883:
-// bind: address already in use".
+// Start binds every listener, restores stored sessions and starts
+// serving. It fails (and keeps nothing bound) if any listener cannot be
+// opened, e.g. "listen tcp 127.0.0.1:1883: bind: address already in use",
+// or the store cannot be read.
 func (s *Server) Start() error {
-	if err := s.restore(); err != nil {
-		return err
-	}
 	var ls []net.Listener
+	closeAll := func() {
+		for _, o := range ls {
+			o.Close()
+		}
+	}
 	for _, lc := range s.cfg.Listeners {
 		l, err := net.Listen("tcp", lc.Address)
 		if err != nil {
-			for _, o := range ls {
-				o.Close()
-			}
+			closeAll()
 			return err
 		}
 		ls = append(ls, l)
+	}
+	// Bound first (a port in use fails fast), accepting only once the
+	// sessions are back: early clients wait in the listen backlog.
+	if err := s.restore(); err != nil {
+		closeAll()
+		return err
 	}
 	s.lmu.Lock()
 	s.listeners = ls

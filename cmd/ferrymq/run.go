@@ -109,17 +109,13 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: o.level.level}))
-	srv, err := broker.New(cfg, broker.Options{Logger: log})
+	srv, err := startBroker(cfg, log)
 	if err != nil {
+		// One line each, e.g. "ferrymq: listen tcp 127.0.0.1:1883: bind:
+		// address already in use".
 		for _, e := range flattenErrors(err) {
 			fmt.Fprintf(a.stderr, "ferrymq: %s\n", oneLine(e))
 		}
-		return 1
-	}
-	if err := srv.Start(); err != nil {
-		// One line, e.g. "ferrymq: listen tcp 127.0.0.1:1883: bind:
-		// address already in use".
-		fmt.Fprintf(a.stderr, "ferrymq: %s\n", oneLine(err))
 		return 1
 	}
 	// broker.Server.Start logs one "listening" addr=... line per listener;
@@ -132,7 +128,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	if configName == "" {
 		configName = "(built-in defaults)"
 	}
-	log.Info("ferrymq started", "addrs", strings.Join(addrs, ","), "version", version, "config", configName, "data_dir", cfg.Storage.Dir)
+	log.Info("ferrymq started", "addrs", strings.Join(addrs, ","), "version", version, "config", configName,
+		"data_dir", cfg.Storage.Dir, "durability", cfg.Storage.Durability)
 	notify := func(state string) {
 		if err := sdNotify(a.getenv("NOTIFY_SOCKET"), state); err != nil {
 			log.Warn("sd_notify failed", "state", state, "err", err)

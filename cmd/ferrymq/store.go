@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/ferrymq/ferrymq/broker"
+	"github.com/ferrymq/ferrymq/persist"
+	"github.com/ferrymq/ferrymq/session"
+)
+
+// openStore opens the session store that st asks for: none for
+// durability memory, else Badger in st.Dir.
+func openStore(st broker.Storage, log *slog.Logger) (session.Store, error) {
+	if st.Durability == broker.DurabilityMemory {
+		return session.Memory{}, nil
+	}
+	d, err := persist.ParseDurability(st.Durability)
+	if err != nil {
+		return nil, err
+	}
+	s, err := persist.Open(storeOptions(st, d, log))
+	if err != nil {
+		return nil, fmt.Errorf("opening the session store: %w", err)
+	}
+	return s, nil
+}
+
+func storeOptions(st broker.Storage, d persist.Durability, log *slog.Logger) persist.Options {
+	return persist.Options{
+		Dir:           st.Dir,
+		Durability:    d,
+		BatchInterval: st.SyncInterval,
+		Logger:        log,
+	}
+}
+
+// startBroker opens the store, builds the server and starts it (which
+// restores the stored sessions).
+func startBroker(cfg broker.Config, log *slog.Logger) (*broker.Server, error) {
+	store, err := openStore(cfg.Storage, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := broker.New(cfg, broker.Options{Logger: log, Store: store})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err := srv.Start(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return srv, nil
+}
