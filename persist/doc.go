@@ -4,12 +4,23 @@
 // # Writes
 //
 // One writer goroutine owns every write. Callers hand it lists of
-// operations with Store.Apply and a done callback; the writer gathers the
-// requests that arrive within MaxBatchDelay (or up to MaxBatch operations)
-// into one Badger transaction and commits it with a single fsync (Sync
-// durability), then calls every request's done callback with the result of
-// that commit. done is called exactly once per request and an error is never
-// dropped: if the commit fails, every request of that batch gets the error.
+// operations with Store.Apply (or session changes with Store.Commit) and a
+// done callback; Apply never blocks (the queue is an unbounded slice). The
+// writer gathers the requests that arrive within MaxBatchDelay (or up to
+// MaxBatch operations) into one Badger transaction and commits it with a
+// single fsync (Sync durability), then calls every request's done callback
+// with the result of that commit. done is called exactly once per request,
+// in the order of the Apply calls, and an error is never dropped: if the
+// commit fails, every request of that batch gets the error. done runs on
+// the writer and may call Apply or Commit.
+//
+// Deleting a session (DelSession) or confirmed outbox entries (DelOutbox)
+// may touch more keys than one transaction holds (a queue of a million
+// messages). Such a change becomes a range delete that the writer runs in
+// order with the other requests, in chunks of separate transactions, just
+// before committing the rest of its batch: it is ordered and idempotent,
+// not atomic. A crash in the middle leaves records whose session record
+// is gone; Load deletes those orphans.
 //
 // # Key schema, format version 1
 //

@@ -2,13 +2,22 @@ package persist
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/ferrymq/ferrymq/broker/packet"
 	"github.com/ferrymq/ferrymq/session"
+	"github.com/ferrymq/ferrymq/topics"
 	"github.com/tinylib/msgp/msgp"
 )
 
@@ -166,5 +175,434 @@ func TestKeys(t *testing.T) {
 	}
 	if e := prefixEnd([]byte{'a', 0xFF}); string(e) != "b" {
 		t.Errorf("prefixEnd = %q", e)
+	}
+}
+
+// commitSync commits changes as one batch and waits for the result.
+func commitSync(s *Store, changes ...session.Change) error {
+	ch := make(chan error, 1)
+	s.Commit(&session.Batch{Changes: changes}, func(err error) { ch <- err })
+	return <-ch
+}
+
+func mustCommit(t testing.TB, s *Store, changes ...session.Change) {
+	t.Helper()
+	if err := commitSync(s, changes...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loadAll returns every saved session by client id.
+func loadAll(t testing.TB, s *Store) (map[string]*session.Saved, []string) {
+	t.Helper()
+	byID := make(map[string]*session.Saved)
+	var order []string
+	err := s.Load(func(sv *session.Saved) error {
+		byID[sv.ClientID] = sv
+		order = append(order, sv.ClientID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return byID, order
+}
+
+func delivery(topic string, qos byte, ids ...uint32) session.Delivery {
+	return session.Delivery{Msg: fullMessage(topic), QoS: qos, Retain: qos == 2, SubIDs: ids}
+}
+
+func queued(client string, seq uint64, topic string) session.Change {
+	return session.Change{Kind: session.PutQueued, ClientID: client, Seq: seq, D: delivery(topic, 1, 3)}
+}
+
+// everyKind commits one or more changes of every kind and returns the
+// client id that owns the full session.
+func everyKind(t *testing.T, s *Store) string {
+	const c = "c/1%"
+	disc := time.Unix(1800000000, 42)
+	mustCommit(t, s,
+		session.Change{Kind: session.PutSession, ClientID: c, Info: session.Info{Version: 5, Expiry: 3600, DisconnectedAt: disc}},
+		session.Change{Kind: session.PutSession, ClientID: "c+", Info: session.Info{Version: 4, Expiry: session.NeverExpire}},
+		session.Change{Kind: session.PutSession, ClientID: "gone", Info: session.Info{Version: 4}},
+		session.Change{Kind: session.PutSub, ClientID: c, Sub: topics.Subscription{Filter: "$share/g/a/+/#", QoS: 2,
+			NoLocal: true, RetainAsPublished: true, RetainHandling: 2, ID: 268435455}},
+		session.Change{Kind: session.PutSub, ClientID: c, Sub: topics.Subscription{Filter: "b", QoS: 1}},
+		session.Change{Kind: session.PutSub, ClientID: c, Sub: topics.Subscription{Filter: "x/y"}},
+		queued(c, 5, "q/5"), queued(c, 6, "q/6"), queued(c, 8, "q/8"),
+		queued("gone", 1, "q/1"),
+		session.Change{Kind: session.PutInflight, ClientID: c, PacketID: 0x2F2F, Phase: session.AwaitPuback, Seq: 3, D: delivery("i/3", 1, 1, 2)},
+		session.Change{Kind: session.PutInflight, ClientID: c, PacketID: 1, Phase: session.AwaitPubcomp, Seq: 2},
+		session.Change{Kind: session.PutInflight, ClientID: c, PacketID: 9, Phase: session.AwaitPubrec, Seq: 4, D: delivery("i/4", 2)},
+		session.Change{Kind: session.PutQoS2In, ClientID: c, PacketID: 7},
+		session.Change{Kind: session.PutQoS2In, ClientID: c, PacketID: 300},
+		session.Change{Kind: session.PutRetained, D: session.Delivery{Msg: fullMessage("r/1")}},
+		session.Change{Kind: session.PutRetained, D: session.Delivery{Msg: fullMessage("r/2")}},
+		session.Change{Kind: session.PutOutbox, Bridge: "up/1", Seq: 1, D: session.Delivery{Msg: fullMessage("o/1")}},
+		session.Change{Kind: session.PutOutbox, Bridge: "up/1", Seq: 2, D: session.Delivery{Msg: fullMessage("o/2")}},
+		session.Change{Kind: session.PutOutbox, Bridge: "up/1", Seq: 3, D: session.Delivery{Msg: fullMessage("o/3")}},
+	)
+	mustCommit(t, s,
+		session.Change{Kind: session.DelSub, ClientID: c, Sub: topics.Subscription{Filter: "x/y"}},
+		session.Change{Kind: session.DelQueued, ClientID: c, Seq: 6},
+		session.Change{Kind: session.DelInflight, ClientID: c, PacketID: 9},
+		session.Change{Kind: session.DelQoS2In, ClientID: c, PacketID: 300},
+		session.Change{Kind: session.DelRetained, Topic: "r/2"},
+		session.Change{Kind: session.DelOutbox, Bridge: "up/1", Seq: 2},
+		session.Change{Kind: session.DelSession, ClientID: "gone"},
+	)
+	return c
+}
+
+// checkEveryKind checks what everyKind left.
+func checkEveryKind(t *testing.T, s *Store, c string) {
+	byID, order := loadAll(t, s)
+	if !slices.Equal(order, []string{"c+", c}) {
+		t.Fatalf("sessions %q", order)
+	}
+	if in := byID["c+"].Info; in.Version != 4 || in.Expiry != session.NeverExpire || !in.DisconnectedAt.IsZero() {
+		t.Errorf("c+ info %+v", in)
+	}
+	sv := byID[c]
+	if sv.Info.Version != 5 || sv.Info.Expiry != 3600 || !sv.Info.DisconnectedAt.Equal(time.Unix(1800000000, 42)) {
+		t.Errorf("info %+v", sv.Info)
+	}
+	wantSubs := []topics.Subscription{
+		{ClientID: c, Filter: "$share/g/a/+/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2, ID: 268435455},
+		{ClientID: c, Filter: "b", QoS: 1},
+	}
+	if !reflect.DeepEqual(sv.Subs, wantSubs) {
+		t.Errorf("subs %+v", sv.Subs)
+	}
+	if sv.QueueFirst != 5 || sv.QueueNext != 9 || sv.QueueLen != 2 || sv.NextSeq != 9 {
+		t.Errorf("queue first %d next %d len %d, NextSeq %d", sv.QueueFirst, sv.QueueNext, sv.QueueLen, sv.NextSeq)
+	}
+	if !slices.Equal(sv.QoS2In, []uint16{7}) {
+		t.Errorf("qos2in %v", sv.QoS2In)
+	}
+	if len(sv.Inflight) != 2 {
+		t.Fatalf("inflight %+v", sv.Inflight)
+	}
+	if f := sv.Inflight[0]; f.Seq != 2 || f.ID != 1 || f.Phase != session.AwaitPubcomp || f.D.Msg != nil {
+		t.Errorf("inflight[0] %+v", f)
+	}
+	want := delivery("i/3", 1, 1, 2)
+	f := sv.Inflight[1]
+	if f.Seq != 3 || f.ID != 0x2F2F || f.Phase != session.AwaitPuback || sameMessage(f.D.Msg, want.Msg) != "" ||
+		f.D.QoS != 1 || f.D.Retain || !slices.Equal(f.D.SubIDs, want.SubIDs) {
+		t.Errorf("inflight[1] %+v", f)
+	}
+	var seqs []uint64
+	err := s.ReadQueue(c, 0, 100, 0, func(seq uint64, d session.Delivery) {
+		seqs = append(seqs, seq)
+		if w := delivery(fmt.Sprintf("q/%d", seq), 1, 3); sameMessage(d.Msg, w.Msg) != "" || d.QoS != 1 || !slices.Equal(d.SubIDs, w.SubIDs) {
+			t.Errorf("queued %d: %+v", seq, d)
+		}
+	})
+	if err != nil || !slices.Equal(seqs, []uint64{5, 8}) {
+		t.Errorf("queue %v, %v", seqs, err)
+	}
+	var ret []string
+	err = s.LoadRetained(func(m *session.Message) error {
+		ret = append(ret, m.Topic)
+		if d := sameMessage(m, fullMessage(m.Topic)); d != "" {
+			t.Errorf("retained %s: %s", m.Topic, d)
+		}
+		return nil
+	})
+	if err != nil || !slices.Equal(ret, []string{"r/1"}) {
+		t.Errorf("retained %v, %v", ret, err)
+	}
+	first, next, n, err := s.OutboxBounds("up/1")
+	if err != nil || first != 2 || next != 4 || n != 2 {
+		t.Errorf("outbox bounds %d %d %d %v", first, next, n, err)
+	}
+}
+
+func TestCommitLoadEveryKind(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	c := everyKind(t, s)
+	checkEveryKind(t, s, c)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkEveryKind(t, openTest(t, Options{Dir: dir}), c)
+}
+
+// countKeys counts the keys under prefix.
+func countKeys(t testing.TB, s *Store, prefix string) int {
+	t.Helper()
+	n := 0
+	err := s.DB().View(func(txn *badger.Txn) error {
+		return scan(txn, prefix, false, func(*badger.Item) error { n++; return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// fillQueue queues n small deliveries for client, seqs 1..n, in batches.
+func fillQueue(t testing.TB, s *Store, client string, n int) {
+	t.Helper()
+	d := session.Delivery{Msg: &session.Message{Topic: "t", Payload: []byte("p"), QoS: 1}, QoS: 1}
+	var b session.Batch
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for seq := 1; seq <= n; seq++ {
+		b.Add(session.Change{Kind: session.PutQueued, ClientID: client, Seq: uint64(seq), D: d})
+		if len(b.Changes) == 1000 || seq == n {
+			wg.Add(1)
+			s.Commit(&b, func(err error) {
+				if err != nil {
+					failed.Store(err)
+				}
+				wg.Done()
+			})
+			b.Reset()
+		}
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDelSessionBig(t *testing.T) {
+	s := openTest(t, Options{Dir: t.TempDir(), Durability: Batch})
+	const n = 100_000
+	info := session.Info{Version: 5, Expiry: 60}
+	mustCommit(t, s, session.Change{Kind: session.PutSession, ClientID: "a", Info: info},
+		session.Change{Kind: session.PutSession, ClientID: "a/b", Info: info},
+		session.Change{Kind: session.PutSub, ClientID: "a", Sub: topics.Subscription{Filter: "f"}},
+		session.Change{Kind: session.PutQoS2In, ClientID: "a", PacketID: 1},
+		session.Change{Kind: session.PutInflight, ClientID: "a", PacketID: 1, Seq: n + 1, Phase: session.AwaitPubcomp},
+		queued("a/b", 1, "other"))
+	start := time.Now()
+	fillQueue(t, s, "a", n)
+	t.Logf("queued %d records in %v", n, time.Since(start))
+	if got := countKeys(t, s, "v1/q/a/"); got != n {
+		t.Fatalf("%d queued", got)
+	}
+	start = time.Now()
+	commits := s.Stats().Commits
+	// Delete and recreate in one batch: the new session starts empty,
+	// and the put before the delete is dropped.
+	mustCommit(t, s, queued("a", n+5, "before"),
+		session.Change{Kind: session.DelSession, ClientID: "a"},
+		session.Change{Kind: session.PutSession, ClientID: "a", Info: session.Info{Version: 4}},
+		queued("a", 7, "after"))
+	t.Logf("deleted %d records in %v, %d transactions", n+3, time.Since(start), s.Stats().Commits-commits)
+	byID, _ := loadAll(t, s)
+	sv := byID["a"]
+	if sv == nil || sv.Info.Version != 4 || len(sv.Subs) != 0 || len(sv.Inflight) != 0 || len(sv.QoS2In) != 0 ||
+		sv.QueueFirst != 7 || sv.QueueNext != 8 || sv.QueueLen != 1 {
+		t.Fatalf("after delete: %+v", sv)
+	}
+	if other := byID["a/b"]; other == nil || other.QueueLen != 1 {
+		t.Errorf("client a/b touched: %+v", other)
+	}
+	// Deleting again is harmless.
+	mustCommit(t, s, session.Change{Kind: session.DelSession, ClientID: "a"})
+	mustCommit(t, s, session.Change{Kind: session.DelSession, ClientID: "a"})
+	if got := countKeys(t, s, "v1/q/a/"); got != 0 {
+		t.Errorf("%d queued left", got)
+	}
+}
+
+func TestReadQueueRange(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	for _, seq := range []uint64{3, 4, 7, 8, 9, 20, 0x2F2F} {
+		mustCommit(t, s, queued("c", seq, fmt.Sprint("t", seq)))
+	}
+	mustCommit(t, s, queued("c/x", 5, "other"), queued("b", 5, "other"))
+	for _, tc := range []struct {
+		from, to uint64
+		max      int
+		want     []uint64
+	}{
+		{0, 100, 0, []uint64{3, 4, 7, 8, 9, 20}},
+		{0, math.MaxUint64, -1, []uint64{3, 4, 7, 8, 9, 20, 0x2F2F}},
+		{5, 100, 2, []uint64{7, 8}},
+		{4, 9, 10, []uint64{4, 7, 8}},
+		{8, 8, 10, nil},
+		{9, 3, 10, nil},
+		{21, 100, 10, nil},
+		{0, 100, 1, []uint64{3}},
+	} {
+		var got []uint64
+		err := s.ReadQueue("c", tc.from, tc.to, tc.max, func(seq uint64, d session.Delivery) {
+			if d.Msg.Topic != fmt.Sprint("t", seq) {
+				t.Errorf("seq %d holds %q", seq, d.Msg.Topic)
+			}
+			got = append(got, seq)
+		})
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ReadQueue(%d, %d, %d) = %v, %v; want %v", tc.from, tc.to, tc.max, got, err, tc.want)
+		}
+	}
+}
+
+func TestOutbox(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	if f, nx, n, err := s.OutboxBounds("b"); f != 0 || nx != 0 || n != 0 || err != nil {
+		t.Errorf("empty bounds %d %d %d %v", f, nx, n, err)
+	}
+	for seq := uint64(10); seq < 20; seq++ {
+		mustCommit(t, s, session.Change{Kind: session.PutOutbox, Bridge: "b", Seq: seq,
+			D: session.Delivery{Msg: &session.Message{Topic: fmt.Sprint("o", seq), QoS: 1}}})
+	}
+	mustCommit(t, s, session.Change{Kind: session.PutOutbox, Bridge: "b/c", Seq: 1,
+		D: session.Delivery{Msg: &session.Message{Topic: "other"}}})
+	read := func(from uint64, max, stopAfter int) []uint64 {
+		var got []uint64
+		err := s.ReadOutbox("b", from, max, func(seq uint64, m *session.Message) bool {
+			if m.Topic != fmt.Sprint("o", seq) {
+				t.Errorf("seq %d holds %q", seq, m.Topic)
+			}
+			got = append(got, seq)
+			return len(got) < stopAfter
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := read(0, 3, 100); !slices.Equal(got, []uint64{10, 11, 12}) {
+		t.Errorf("read max 3: %v", got)
+	}
+	if got := read(18, 0, 100); !slices.Equal(got, []uint64{18, 19}) {
+		t.Errorf("read from 18: %v", got)
+	}
+	if got := read(0, 0, 2); !slices.Equal(got, []uint64{10, 11}) {
+		t.Errorf("read stopping after 2: %v", got)
+	}
+	mustCommit(t, s, session.Change{Kind: session.DelOutbox, Bridge: "b", Seq: 15})
+	if f, nx, n, err := s.OutboxBounds("b"); f != 15 || nx != 20 || n != 5 || err != nil {
+		t.Errorf("bounds after delete %d %d %d %v", f, nx, n, err)
+	}
+	mustCommit(t, s, session.Change{Kind: session.DelOutbox, Bridge: "b", Seq: math.MaxUint64})
+	if _, _, n, _ := s.OutboxBounds("b"); n != 0 {
+		t.Errorf("%d entries left", n)
+	}
+	if _, _, n, _ := s.OutboxBounds("b/c"); n != 1 {
+		t.Errorf("bridge b/c has %d entries", n)
+	}
+}
+
+func TestLoadDeletesOrphans(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	mustCommit(t, s, session.Change{Kind: session.PutSession, ClientID: "kept"}, queued("kept", 1, "t"),
+		queued("orphan/1", 1, "t"), queued("orphan/1", 2, "t"),
+		session.Change{Kind: session.PutSub, ClientID: "orphan/1", Sub: topics.Subscription{Filter: "f"}},
+		session.Change{Kind: session.PutInflight, ClientID: "orphan/1", PacketID: 1, Phase: session.AwaitPubcomp},
+		session.Change{Kind: session.PutQoS2In, ClientID: "orphan2", PacketID: 1})
+	byID, order := loadAll(t, s)
+	if !slices.Equal(order, []string{"kept"}) || byID["kept"].QueueLen != 1 {
+		t.Fatalf("loaded %v", order)
+	}
+	mustCommit(t, s) // barrier: the orphan deletes are done
+	for _, p := range clientPrefixes {
+		if n := countKeys(t, s, p); n != 0 && (p != prefixQueue || n != 1) {
+			t.Errorf("%d keys left under %s", n, p)
+		}
+	}
+}
+
+func TestLoadCorrupt(t *testing.T) {
+	for _, key := range []string{"v1/sess/x", "v1/sub/x/f", "v1/infl/x/\x00\x01", "v1/q/x/short", "v1/ret/t", "v1/sess/a/b"} {
+		s := openTest(t, Options{Durability: Memory})
+		mustCommit(t, s, session.Change{Kind: session.PutSession, ClientID: "x"})
+		if err := applySync(s, Put([]byte(key), []byte{0xc1})); err != nil {
+			t.Fatal(err)
+		}
+		err := s.Load(func(*session.Saved) error { return nil })
+		if err == nil {
+			err = s.LoadRetained(func(*session.Message) error { return nil })
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), strconv.Quote(key)) {
+			t.Errorf("%q: %v", key, err)
+		}
+		s.Close()
+	}
+	s := openTest(t, Options{Durability: Memory})
+	if err := applySync(s, Put(appendQueueKey(nil, "x", 2), []byte("junk"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReadQueue("x", 0, 10, 0, func(uint64, session.Delivery) {}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("ReadQueue of a corrupt record: %v", err)
+	}
+}
+
+// TestCommitFromDone commits from inside done callbacks (on the writer)
+// and checks the order of every done.
+func TestCommitFromDone(t *testing.T) {
+	s := openTest(t, Options{Dir: t.TempDir()})
+	const depth = 50
+	var got []int // written by the writer only, read after the last done
+	last := make(chan struct{})
+	var step func(i int) func(error)
+	step = func(i int) func(error) {
+		return func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			got = append(got, i)
+			if i == depth {
+				close(last)
+				return
+			}
+			s.Commit(&session.Batch{Changes: []session.Change{queued("c", uint64(i+1), "t")}}, step(i+1))
+		}
+	}
+	s.Commit(&session.Batch{Changes: []session.Change{queued("c", 0, "t")}}, step(0))
+	<-last
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("done order %v", got)
+		}
+	}
+	if n := countKeys(t, s, "v1/q/c/"); n != depth+1 {
+		t.Errorf("%d queued, want %d", n, depth+1)
+	}
+}
+
+// TestCommitCopies checks that Commit encodes before returning: the
+// caller reuses the batch and the message at once.
+func TestCommitCopies(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	m := &session.Message{Topic: "t", Payload: []byte("original")}
+	b := &session.Batch{}
+	b.Add(session.Change{Kind: session.PutQueued, ClientID: "c", Seq: 1, D: session.Delivery{Msg: m, QoS: 1}})
+	ch := make(chan error, 1)
+	s.Commit(b, func(err error) { ch <- err })
+	copy(m.Payload, "scribble")
+	b.Changes[0].Seq = 99
+	b.Reset()
+	if err := <-ch; err != nil {
+		t.Fatal(err)
+	}
+	var payload string
+	if err := s.ReadQueue("c", 0, 100, 0, func(seq uint64, d session.Delivery) { payload = fmt.Sprint(seq, string(d.Msg.Payload)) }); err != nil {
+		t.Fatal(err)
+	}
+	if payload != "1original" {
+		t.Errorf("stored %q", payload)
+	}
+}
+
+// TestCommitBadChangeInOrder checks that a batch that cannot be encoded
+// fails in its turn, after the commits before it.
+func TestCommitBadChangeInOrder(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	results := make(chan string, 3)
+	s.Commit(&session.Batch{Changes: []session.Change{queued("c", 1, "t")}}, func(err error) { results <- fmt.Sprint("first ", err) })
+	s.Commit(&session.Batch{Changes: []session.Change{{Kind: session.PutQueued, ClientID: "c"}}}, func(err error) { results <- fmt.Sprint("bad ", err != nil) })
+	s.Commit(&session.Batch{Changes: []session.Change{{Kind: 200}}}, func(err error) { results <- fmt.Sprint("unknown ", err != nil) })
+	for _, want := range []string{"first <nil>", "bad true", "unknown true"} {
+		if got := <-results; got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +36,11 @@ type Op struct {
 	Key    []byte
 	Value  []byte
 	Delete bool
+
+	// rng makes the Op a range delete (see delRange): every key that
+	// starts with Key and, when end is not nil, sorts below end.
+	rng bool
+	end []byte
 }
 
 // Put returns an Op that sets key to value.
@@ -43,10 +49,35 @@ func Put(key, value []byte) Op { return Op{Key: key, Value: value} }
 // Del returns an Op that deletes key.
 func Del(key []byte) Op { return Op{Key: key, Delete: true} }
 
+// delRange returns an Op that deletes every key starting with prefix and,
+// unless end is nil, below end. It may cover more keys than one Badger
+// transaction holds, so it is not atomic: the writer runs the range
+// deletes of a request first, in chunks of separate transactions, then
+// commits the request's other ops in one transaction. An interrupted
+// range delete leaves a smaller range, and running it again finishes it
+// (it is idempotent); requests before and after it are still ordered
+// around it. A request's other ops inside the range are lost if they come
+// before the range op: callers drop them (a delete that follows a write
+// wins), see Store.Commit.
+func delRange(prefix, end []byte) Op {
+	return Op{Key: prefix, Delete: true, rng: true, end: end}
+}
+
+// inRange reports whether key is covered by the range delete op.
+func (op *Op) inRange(key []byte) bool {
+	return bytes.HasPrefix(key, op.Key) && (op.end == nil || bytes.Compare(key, op.end) < 0)
+}
+
 // request is one Apply call on its way to the writer.
 type request struct {
 	ops  []Op
 	done func(error)
+	// hasPut: some op is a put (refused while the store is full).
+	// hasRange: some op is a range delete (committed on its own).
+	hasPut, hasRange bool
+	// err, when set, fails the request in its turn without writing
+	// (a request that could not be built).
+	err error
 }
 
 // Stats are counters of the writer since Open.
@@ -183,13 +214,23 @@ func checkFormat(db *badger.DB) error {
 // is called: the caller must not modify the slices before that. A request
 // with no ops is valid: its done comes after every earlier request's done.
 func (s *Store) Apply(ops []Op, done func(error)) {
+	r := request{ops: ops, done: done}
+	for i := range ops {
+		r.hasPut = r.hasPut || !ops[i].Delete
+		r.hasRange = r.hasRange || ops[i].rng
+	}
+	s.enqueue(r)
+}
+
+// enqueue hands r to the writer, or fails it with ErrClosed.
+func (s *Store) enqueue(r request) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		done(ErrClosed)
+		r.done(ErrClosed)
 		return
 	}
-	s.queue = append(s.queue, request{ops: ops, done: done})
+	s.queue = append(s.queue, r)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -350,9 +391,40 @@ func (w *writer) commitNext() {
 	}
 }
 
-// process commits batch, in order.
+// process commits batch, in order. Consecutive plain requests share
+// transactions; a request that fails without writing or holds a range
+// delete is handled on its own, after the requests before it finished.
 func (s *Store) process(batch []request) {
-	s.commit(batch)
+	start := 0
+	for i := range batch {
+		r := &batch[i]
+		if r.err == nil && !r.hasRange {
+			continue
+		}
+		s.commit(batch[start:i])
+		s.processAlone(batch[i : i+1])
+		start = i + 1
+	}
+	s.commit(batch[start:])
+}
+
+// processAlone finishes the single request one[0]: fails it or runs its
+// range deletes and then commits its other ops.
+func (s *Store) processAlone(one []request) {
+	r := &one[0]
+	if r.err != nil {
+		s.report(r, r.err)
+		return
+	}
+	for i := range r.ops {
+		if op := &r.ops[i]; op.rng {
+			if err := s.deleteRange(op.Key, op.end); err != nil {
+				s.finish(one, err)
+				return
+			}
+		}
+	}
+	s.commit(one)
 }
 
 // sync fsyncs Badger in Batch durability (a no-op otherwise: Sync commits
@@ -370,6 +442,9 @@ func (s *Store) sync() {
 // estimate is the size Badger's transaction accounting gives op (Entry
 // estimateSizeAndSetThreshold plus 10 bytes of key version).
 func estimate(op Op) int64 {
+	if op.rng {
+		return 0 // run before the transaction, see delRange
+	}
 	k, v := int64(len(op.Key)), int64(len(op.Value))
 	if v < 1<<10 { // the profile's ValueThreshold
 		return k + v + 2 + 10
@@ -377,18 +452,27 @@ func estimate(op Op) int64 {
 	return k + 12 + 2 + 10
 }
 
+// A new Badger write transaction starts its accounting with one entry and
+// len("!badger!txn")+10 bytes (for the commit marker it adds).
+const (
+	txnBaseCount = 1
+	txnBaseSize  = 32
+)
+
 // commit writes batch in consecutive transactions, each holding whole
 // requests and staying within Badger's limits, and calls every request's
 // done with the result of the transaction that held it.
 func (s *Store) commit(batch []request) {
 	for len(batch) > 0 {
-		var size, count int64
+		size, count := int64(txnBaseSize), int64(txnBaseCount)
 		i := 0
 		for ; i < len(batch); i++ {
 			var rs, rc int64
 			for _, op := range batch[i].ops {
-				rs += estimate(op)
-				rc++
+				if !op.rng {
+					rs += estimate(op)
+					rc++
+				}
 			}
 			if size+rs >= s.maxSize || count+rc >= s.maxCount {
 				break
@@ -418,9 +502,12 @@ func (s *Store) commitTxn(part []request) (err error) {
 	defer txn.Discard()
 	for _, r := range part {
 		for _, op := range r.ops {
-			if op.Delete {
+			switch {
+			case op.rng:
+				continue
+			case op.Delete:
 				err = txn.Delete(op.Key)
-			} else {
+			default:
 				err = txn.Set(op.Key, op.Value)
 			}
 			if err != nil {
@@ -434,17 +521,87 @@ func (s *Store) commitTxn(part []request) (err error) {
 	return nil
 }
 
-// finish reports err to every request of part.
+// finish reports the result of a commit to every request of part.
 func (s *Store) finish(part []request, err error) {
 	if err != nil {
 		s.errs.Add(1)
 		s.log.Error("commit failed; its writers are told", "requests", len(part), "err", err)
 	}
-	for _, r := range part {
-		s.requests.Add(1)
-		s.ops.Add(uint64(len(r.ops)))
-		r.done(err)
+	for i := range part {
+		s.report(&part[i], err)
 	}
+}
+
+// report counts r and calls its done with err.
+func (s *Store) report(r *request, err error) {
+	s.requests.Add(1)
+	s.ops.Add(uint64(len(r.ops)))
+	r.done(err)
+}
+
+// deleteRange deletes every key starting with prefix and, unless end is
+// nil, below end, in transactions within Badger's limits (see delRange).
+func (s *Store) deleteRange(prefix, end []byte) error {
+	from := prefix
+	for {
+		keys, more, err := s.rangeChunk(prefix, from, end)
+		if err != nil {
+			return fmt.Errorf("persist: range delete %q: %w", prefix, err)
+		}
+		if len(keys) > 0 {
+			if err := s.deleteKeys(keys); err != nil {
+				return err
+			}
+		}
+		if !more {
+			return nil
+		}
+		// Seek just past the last key deleted: the tombstones behind
+		// are never walked again.
+		from = append(keys[len(keys)-1], 0)
+	}
+}
+
+// rangeChunk returns the keys from from on that deleteRange(prefix, end)
+// covers, as many as one transaction can delete; more reports that the
+// range holds further keys.
+func (s *Store) rangeChunk(prefix, from, end []byte) (keys [][]byte, more bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		size, count := int64(txnBaseSize), int64(txnBaseCount)
+		for it.Seek(from); it.ValidForPrefix(prefix); it.Next() {
+			k := it.Item().Key()
+			if end != nil && bytes.Compare(k, end) >= 0 {
+				return nil
+			}
+			sz := estimate(Del(k))
+			if size+sz >= s.maxSize || count+1 >= s.maxCount {
+				more = true
+				return nil
+			}
+			size, count = size+sz, count+1
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	return keys, more, err
+}
+
+// deleteKeys deletes keys in one transaction.
+func (s *Store) deleteKeys(keys [][]byte) error {
+	s.commits.Add(1)
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return fmt.Errorf("persist: range delete: %w", err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("persist: range delete commit: %w", err)
+	}
+	return nil
 }
 
 // gcLoop runs value-log GC every GCInterval until Close.

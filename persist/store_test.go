@@ -380,6 +380,11 @@ func TestTooBigRequest(t *testing.T) {
 	if err := applySync(s, Put([]byte("k"), nil)); err != nil {
 		t.Fatal(err)
 	}
+	// The largest request that fits is committed (Badger counts one
+	// extra entry for its commit marker).
+	if err := applySync(s, ops[:s.maxCount-2]...); err != nil {
+		t.Fatalf("request of %d ops: %v", s.maxCount-2, err)
+	}
 }
 
 func TestGC(t *testing.T) {
