@@ -91,6 +91,20 @@ type Options struct {
 	// garbage (RunValueLogGC(0.5) until ErrNoRewrite). Negative disables
 	// it. Unused with Memory durability.
 	GCInterval time.Duration
+	// MaxDisk is the most disk space (bytes) the store may use, counted
+	// as the allocated blocks of the files in Dir; 0 means no limit.
+	// Past it the store is full (see MinFree). Unused with Memory
+	// durability.
+	MaxDisk int64
+	// MinFree is the free space (bytes) to keep on Dir's filesystem
+	// (default DefaultMinFree, 64 MiB; negative: no check). Below it, or
+	// past MaxDisk, the store is full: requests that store anything fail
+	// with an error wrapping session.ErrFull, requests that only delete
+	// go on. The limits are checked every few seconds, every second
+	// while full; the store leaves the full state by itself when space
+	// returns. An ENOSPC from Badger also makes the store full. Unused
+	// with Memory durability.
+	MinFree int64
 	// Logger receives the store's and Badger's messages (default
 	// slog.Default()). Badger's info messages are logged at debug level.
 	Logger *slog.Logger
@@ -99,6 +113,11 @@ type Options struct {
 	// each commit with the number of requests in the batch; an error it
 	// returns fails the whole batch as a Badger error would.
 	commitHook func(requests int) error
+	// statfs returns the free bytes of dir's filesystem (default
+	// statfsFree; tests replace it).
+	statfs func(dir string) (free uint64, err error)
+	// quotaTick is the quota goroutine's period (default 1 s).
+	quotaTick time.Duration
 }
 
 // Validate reports the first invalid field, if any.
@@ -117,6 +136,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxBatch < 0 {
 		return fmt.Errorf("persist: MaxBatch %d is negative", o.MaxBatch)
+	}
+	if o.MaxDisk < 0 {
+		return fmt.Errorf("persist: MaxDisk %d is negative", o.MaxDisk)
 	}
 	if o.MaxBatchDelay > time.Second {
 		return fmt.Errorf("persist: MaxBatchDelay %v is over 1s: every write would wait that long", o.MaxBatchDelay)
@@ -137,6 +159,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GCInterval == 0 {
 		o.GCInterval = DefaultGCInterval
+	}
+	if o.MinFree == 0 {
+		o.MinFree = DefaultMinFree
+	}
+	if o.statfs == nil {
+		o.statfs = statfsFree
+	}
+	if o.quotaTick <= 0 {
+		o.quotaTick = defaultQuotaTick
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

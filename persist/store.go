@@ -88,6 +88,8 @@ type Stats struct {
 	Errors   uint64 // failed commits
 	SyncErrs uint64 // failed periodic fsyncs (Batch durability)
 	GCRuns   uint64 // value-log files rewritten by GC
+	// RefusedFull counts requests refused because the store was full.
+	RefusedFull uint64
 }
 
 // Store is the durable store. It is safe for concurrent use.
@@ -115,10 +117,22 @@ type Store struct {
 	writerDone chan struct{}
 	gcStop     chan struct{}
 	gcDone     chan struct{}
+	quotaStop  chan struct{}
+	quotaDone  chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
 
 	requests, ops, commits, errs, syncErrs, gcRuns, gcAttempts atomic.Uint64
+
+	// The full state (quota.go): set by the quota goroutine or by an
+	// ENOSPC commit, read by the writer for every request that puts.
+	full        atomic.Bool
+	fullReason  atomic.Pointer[string]
+	noSpaceAt   atomic.Int64 // Unix nanoseconds of the last ENOSPC, 0: none pending
+	refusedFull atomic.Uint64
+	// quotaMu serializes quota evaluations and guards quotaErrLogged.
+	quotaMu        sync.Mutex
+	quotaErrLogged bool
 }
 
 // Open opens (creating if needed) the store described by opts, checks its
@@ -147,6 +161,12 @@ func Open(opts Options) (*Store, error) {
 		maxCount:   db.MaxBatchCount(),
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
+	}
+	if opts.quotaChecked() {
+		s.checkQuota() // a store opened on a full disk is full at once
+		s.quotaStop = make(chan struct{})
+		s.quotaDone = make(chan struct{})
+		go s.quotaLoop()
 	}
 	go s.writer()
 	if opts.Durability != Memory && opts.GCInterval > 0 {
@@ -252,6 +272,8 @@ func (s *Store) Stats() Stats {
 		Errors:   s.errs.Load(),
 		SyncErrs: s.syncErrs.Load(),
 		GCRuns:   s.gcRuns.Load(),
+
+		RefusedFull: s.refusedFull.Load(),
 	}
 }
 
@@ -272,6 +294,10 @@ func (s *Store) Close() error {
 		if s.gcStop != nil {
 			close(s.gcStop)
 			<-s.gcDone
+		}
+		if s.quotaStop != nil {
+			close(s.quotaStop)
+			<-s.quotaDone
 		}
 		s.closeErr = s.db.Close()
 	})
@@ -392,13 +418,14 @@ func (w *writer) commitNext() {
 }
 
 // process commits batch, in order. Consecutive plain requests share
-// transactions; a request that fails without writing or holds a range
-// delete is handled on its own, after the requests before it finished.
+// transactions; a request that fails without writing (it could not be
+// built, or it puts while the store is full) or holds a range delete is
+// handled on its own, after the requests before it finished.
 func (s *Store) process(batch []request) {
 	start := 0
 	for i := range batch {
 		r := &batch[i]
-		if r.err == nil && !r.hasRange {
+		if r.err == nil && !r.hasRange && !(r.hasPut && s.full.Load()) {
 			continue
 		}
 		s.commit(batch[start:i])
@@ -412,14 +439,18 @@ func (s *Store) process(batch []request) {
 // range deletes and then commits its other ops.
 func (s *Store) processAlone(one []request) {
 	r := &one[0]
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		s.report(r, r.err)
+		return
+	case r.hasPut && s.full.Load():
+		s.refuse(r)
 		return
 	}
 	for i := range r.ops {
 		if op := &r.ops[i]; op.rng {
 			if err := s.deleteRange(op.Key, op.end); err != nil {
-				s.finish(one, err)
+				s.finish(one, s.noSpace(err))
 				return
 			}
 		}
@@ -485,7 +516,7 @@ func (s *Store) commit(batch []request) {
 			batch = batch[1:]
 			continue
 		}
-		s.finish(batch[:i], s.commitTxn(batch[:i]))
+		s.finish(batch[:i], s.noSpace(s.commitTxn(batch[:i])))
 		batch = batch[i:]
 	}
 }
