@@ -606,3 +606,67 @@ func TestCommitBadChangeInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeDeleteOrderedInBatch queues requests without waiting, so the
+// writer takes them in one batch: a DelSession must delete what the
+// requests before it wrote and nothing after it.
+func TestRangeDeleteOrderedInBatch(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory, MaxBatchDelay: 20 * time.Millisecond})
+	results := make(chan error, 64)
+	commit := func(changes ...session.Change) {
+		s.Commit(&session.Batch{Changes: changes}, func(err error) { results <- err })
+	}
+	for seq := uint64(1); seq <= 20; seq++ {
+		commit(queued("a", seq, "t"))
+	}
+	commit(session.Change{Kind: session.PutOutbox, Bridge: "b", Seq: 1, D: session.Delivery{Msg: fullMessage("o")}})
+	commit(session.Change{Kind: session.DelSession, ClientID: "a"},
+		session.Change{Kind: session.PutOutbox, Bridge: "b", Seq: 2, D: session.Delivery{Msg: fullMessage("o")}},
+		session.Change{Kind: session.DelOutbox, Bridge: "b", Seq: 3})
+	commit(putSession("a"), queued("a", 99, "t"))
+	for range 23 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Commits > 10 {
+		t.Logf("%d commits: the requests were not batched; the test proves less", st.Commits)
+	}
+	byID, _ := loadAll(t, s)
+	if sv := byID["a"]; sv == nil || sv.QueueLen != 1 || sv.QueueFirst != 99 {
+		t.Errorf("after delete and recreate: %+v", sv)
+	}
+	if _, _, n, err := s.OutboxBounds("b"); n != 0 || err != nil {
+		t.Errorf("outbox holds %d, %v", n, err)
+	}
+}
+
+// BenchmarkCommitSync measures group commit with Sync durability: many
+// committers, one small PutQueued each, waiting for their done.
+func BenchmarkCommitSync(b *testing.B) {
+	s := openTest(b, Options{Dir: b.TempDir()})
+	var seq atomic.Uint64
+	b.SetParallelism(100)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		done := make(chan error, 1)
+		var batch session.Batch
+		m := &session.Message{Topic: "sensors/dev-17/temp", Payload: []byte(`{"t":21.5,"ts":1790000000}`), QoS: 1}
+		for pb.Next() {
+			batch.Reset()
+			batch.Add(session.Change{Kind: session.PutQueued, ClientID: "dev-17", Seq: seq.Add(1),
+				D: session.Delivery{Msg: m, QoS: 1}})
+			s.Commit(&batch, func(err error) { done <- err })
+			if err := <-done; err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+	st := s.Stats()
+	b.ReportMetric(float64(st.Requests)/float64(max(st.Commits, 1)), "records/commit")
+}

@@ -94,9 +94,10 @@ type Stats struct {
 
 // Store is the durable store. It is safe for concurrent use.
 //
-// Goroutines: Open starts two, both owned by the Store and stopped by
-// Close — the writer (the only goroutine that writes to Badger) and, unless
-// Durability is Memory or GCInterval is negative, the value-log GC ticker.
+// Goroutines: Open starts up to three, all owned by the Store and stopped
+// by Close — the writer (the only goroutine that writes to Badger) and,
+// unless Durability is Memory, the disk quota checker and (unless
+// GCInterval is negative) the value-log GC ticker.
 type Store struct {
 	db   *badger.DB
 	opts Options
@@ -123,6 +124,7 @@ type Store struct {
 	closeErr   error
 
 	requests, ops, commits, errs, syncErrs, gcRuns, gcAttempts atomic.Uint64
+	syncs                                                      atomic.Uint64 // periodic fsyncs (Batch)
 
 	// The full state (quota.go): set by the quota goroutine or by an
 	// ENOSPC commit, read by the writer for every request that puts.
@@ -136,7 +138,7 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the store described by opts, checks its
-// format version and starts the writer and GC goroutines.
+// format version and disk space, and starts its goroutines.
 func Open(opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -228,8 +230,10 @@ func checkFormat(db *badger.DB) error {
 //
 // Apply never blocks: the queue is unbounded (callers bound what they
 // queue). done callbacks are called on the writer goroutine in the order of
-// the Apply calls, errors included (ErrTooBig, a failed commit); done must
-// not block, and it may call Apply. Once Close has started, Apply calls
+// the Apply calls, errors included (ErrTooBig, a failed commit, a refusal
+// wrapping session.ErrFull while the store is full and the request puts
+// something); done must not block, and it may call Apply (not Close).
+// Once Close has started, Apply calls
 // done(ErrClosed) itself, before returning. The store keeps ops until done
 // is called: the caller must not modify the slices before that. A request
 // with no ops is valid: its done comes after every earlier request's done.
@@ -282,8 +286,9 @@ func (s *Store) Stats() Stats {
 func (s *Store) DB() *badger.DB { return s.db }
 
 // Close stops accepting requests (later ones fail with ErrClosed), lets the
-// writer commit every request already accepted, stops the GC goroutine,
-// fsyncs and closes Badger. It is safe to call more than once.
+// writer commit every request already accepted, stops the GC and quota
+// goroutines, fsyncs and closes Badger. It is safe to call more than once,
+// but not from a done callback (it waits for the writer).
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -345,6 +350,12 @@ func (s *Store) writer() {
 			w.gather()
 		}
 		w.commitNext()
+		// Under steady load the writer never idles: fsync on time anyway.
+		select {
+		case <-w.syncC:
+			s.sync()
+		default:
+		}
 	}
 }
 
@@ -464,6 +475,7 @@ func (s *Store) sync() {
 	if s.opts.Durability != Batch {
 		return
 	}
+	s.syncs.Add(1)
 	if err := s.db.Sync(); err != nil {
 		s.syncErrs.Add(1)
 		s.log.Error("periodic fsync failed: writes acknowledged since the last fsync may be lost on a power cut", "err", err)

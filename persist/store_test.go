@@ -281,6 +281,22 @@ func TestCommitErrorReachesEveryCaller(t *testing.T) {
 	}
 }
 
+// applyLate applies n requests once Close has started: each must fail
+// before Apply returns.
+func applyLate(t *testing.T, s *Store, n int, results chan<- error) {
+	t.Helper()
+	for i := range n {
+		var now atomic.Bool
+		s.Apply([]Op{Put(fmt.Appendf(nil, "late%d", i), []byte("v"))}, func(err error) {
+			now.Store(true)
+			results <- err
+		})
+		if !now.Load() {
+			t.Fatal("Apply after Close started did not call done before returning")
+		}
+	}
+}
+
 func TestClosePending(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
@@ -317,16 +333,7 @@ func TestClosePending(t *testing.T) {
 		runtime.Gosched()
 	}
 	t.Logf("%d probes accepted before Close started", probes)
-	for i := range n {
-		var now atomic.Bool
-		s.Apply([]Op{Put(fmt.Appendf(nil, "late%d", i), []byte("v"))}, func(err error) {
-			now.Store(true)
-			results <- err
-		})
-		if !now.Load() {
-			t.Fatal("Apply after Close started did not call done before returning")
-		}
-	}
+	applyLate(t, s, n, results)
 	close(release)
 	if err := <-closed; err != nil {
 		t.Fatal(err)
@@ -478,4 +485,29 @@ func TestDoneOrder(t *testing.T) {
 			follow = v
 		}
 	}
+}
+
+// TestBatchSyncUnderLoad keeps the writer busy without a pause (each done
+// applies the next request) and checks that Batch durability still
+// fsyncs every BatchInterval.
+func TestBatchSyncUnderLoad(t *testing.T) {
+	s := openTest(t, Options{Dir: t.TempDir(), Durability: Batch, BatchInterval: 2 * time.Millisecond, MaxBatchDelay: -1})
+	var stop atomic.Bool
+	t.Cleanup(func() { stop.Store(true) }) // before Close, if the test fails
+	stopped := make(chan struct{})
+	var next func(error)
+	next = func(err error) {
+		if stop.Load() {
+			close(stopped)
+			return
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		s.Apply([]Op{Put([]byte("k"), []byte("v"))}, next)
+	}
+	next(nil)
+	waitFor(t, "periodic fsyncs", func() bool { return s.syncs.Load() >= 5 })
+	stop.Store(true)
+	<-stopped
 }
