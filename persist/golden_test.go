@@ -151,7 +151,7 @@ func checkGoldenSessions(t *testing.T, s *Store) {
 	}
 	f := sv.Inflight[0]
 	checkDelivery(t, "inflight 7", f.D, goldenDelivery(1))
-	if f.ID != 7 || f.Seq != 8 || f.Phase != session.AwaitPuback {
+	if f.ID != 7 || f.Seq != 8 || f.Inflight.Seq != 8 || f.Phase != session.AwaitPuback {
 		t.Errorf("inflight[0] id %d seq %d phase %d", f.ID, f.Seq, f.Phase)
 	}
 	if f := sv.Inflight[1]; f.ID != 6 || f.Seq != 9 || f.Phase != session.AwaitPubcomp || f.D.Msg != nil {

@@ -445,7 +445,7 @@ func (l *loader) inflight(txn *badger.Txn) error {
 			return err
 		}
 		f := session.SavedInflight{Seq: rec.Seq}
-		f.ID, f.Phase = pid, session.Phase(rec.Phase)
+		f.ID, f.Phase, f.Inflight.Seq = pid, session.Phase(rec.Phase), rec.Seq
 		if rec.Msg != nil {
 			f.D = rec.Msg.delivery()
 		}
