@@ -31,6 +31,8 @@ func storeOptions(st broker.Storage, d persist.Durability, log *slog.Logger) per
 		Dir:           st.Dir,
 		Durability:    d,
 		BatchInterval: st.SyncInterval,
+		MaxDisk:       st.MaxDisk,
+		MinFree:       st.MinFree,
 		Logger:        log,
 	}
 }
