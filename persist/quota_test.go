@@ -46,23 +46,27 @@ func TestQuotaMinFree(t *testing.T) {
 	}
 	free.Store(5 << 20)
 	waitFor(t, "the full state", s.Full)
-	// Puts are refused, in order; deletes go on, even with a range.
-	results := make(chan error, 4)
+	// Additions are refused, in order; deletes go on, even with a range,
+	// and so do moves into flight and session record rewrites.
+	results := make(chan error, 5)
 	s.Commit(&session.Batch{Changes: []session.Change{queued("a", 3, "t")}}, func(err error) { results <- err })
 	s.Commit(&session.Batch{Changes: []session.Change{{Kind: session.DelQueued, ClientID: "a", Seq: 1}}}, func(err error) { results <- err })
 	s.Commit(&session.Batch{Changes: []session.Change{{Kind: session.DelSession, ClientID: "b"}, putSession("b")}}, func(err error) { results <- err })
 	s.Commit(&session.Batch{Changes: []session.Change{{Kind: session.DelOutbox, Bridge: "x", Seq: 9}}}, func(err error) { results <- err })
-	for i, wantFull := range []bool{true, false, true, false} {
+	s.Commit(&session.Batch{Changes: []session.Change{{Kind: session.DelQueued, ClientID: "a", Seq: 2},
+		{Kind: session.PutInflight, ClientID: "a", PacketID: 1, Seq: 2, D: session.Delivery{Msg: &session.Message{Topic: "t"}, QoS: 1}}}},
+		func(err error) { results <- err })
+	for i, wantFull := range []bool{true, false, false, false, false} {
 		err := <-results
 		if errors.Is(err, session.ErrFull) != wantFull || (!wantFull && err != nil) {
 			t.Errorf("commit %d: %v", i, err)
 		}
 	}
-	if n := s.Stats().RefusedFull; n != 2 {
+	if n := s.Stats().RefusedFull; n != 1 {
 		t.Errorf("RefusedFull = %d", n)
 	}
-	if n := countKeys(t, s, "v1/q/"); n != 1 {
-		t.Errorf("%d queued, want 1 (one put refused, one deleted)", n)
+	if n := countKeys(t, s, "v1/q/"); n != 0 {
+		t.Errorf("%d queued, want 0 (one put refused, one deleted, one moved into flight)", n)
 	}
 	free.Store(20 << 20)
 	waitFor(t, "leaving the full state", func() bool { return !s.Full() })

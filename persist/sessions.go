@@ -47,8 +47,9 @@ func (s *Store) Durable() bool { return true }
 // of b that come before a DelSession or DelOutbox and fall in its range
 // are dropped (the delete wins, as it would in order).
 //
-// A batch that puts anything is refused while the store is full (the
-// error wraps session.ErrFull); one that only deletes is not.
+// A batch that adds data (see grows) is refused while the store is full
+// (the error wraps session.ErrFull); one that deletes, moves a message
+// into flight or rewrites a session record is not.
 func (s *Store) Commit(b *session.Batch, done func(error)) {
 	if b.Empty() {
 		s.Apply(nil, done)
@@ -61,7 +62,26 @@ func (s *Store) Commit(b *session.Batch, done func(error)) {
 		s.enqueue(request{done: done, err: err})
 		return
 	}
-	s.Apply(ops, done)
+	r := request{ops: ops, done: done, hasPut: grows(b.Changes)}
+	for i := range ops {
+		r.hasRange = r.hasRange || ops[i].rng
+	}
+	s.enqueue(r)
+}
+
+// grows reports whether changes add data that the disk quota must refuse
+// while the store is full: new queued messages, retained messages, outbox
+// entries, subscriptions and QoS 2 ids. Moving a queued message to the
+// inflight set (PutInflight next to its DelQueued), updating its phase and
+// rewriting a session record are allowed, or a full store could not drain.
+func grows(chs []session.Change) bool {
+	for i := range chs {
+		switch chs[i].Kind {
+		case session.PutQueued, session.PutRetained, session.PutOutbox, session.PutSub, session.PutQoS2In:
+			return true
+		}
+	}
+	return false
 }
 
 // encoder turns changes into Ops whose keys and values live in one
