@@ -110,7 +110,14 @@ func (s *Server) commit(t *txn, then func(error)) {
 		return
 	}
 	s.store.Commit(&t.b, func(err error) {
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, session.ErrFull):
+			// The store logs when it becomes full and when it recovers.
+			if then == nil {
+				s.stats.DroppedFull.Add(1)
+			}
+		default:
 			s.stats.StoreErrors.Add(1)
 			s.log.Error("session store commit failed", "err", err)
 		}

@@ -196,6 +196,16 @@ func TestDurableStoreFull(t *testing.T) {
 	if n := s.Stats().RefusedFull; n != 3 {
 		t.Fatalf("RefusedFull %d, want 3", n)
 	}
+	// QoS 0 still flows to online subscribers; a retained one is not stored.
+	live, _ := connect(t, s, packet.V5, "live", nil)
+	live.subscribe(1, packet.SubOption{Filter: "live/#"})
+	rq0 := pub("live/r", 0, 0, "q0")
+	rq0.Retain = true
+	p5.send(rq0)
+	if got := live.readPublish(); string(got.Payload) != "q0" {
+		t.Fatalf("QoS 0 while full: %+v", got)
+	}
+	waitFor(t, "the retained QoS 0 counted as not stored", func() bool { return s.Stats().DroppedFull == 1 })
 
 	fs.failWith(nil)
 	p5.send(pub("f/2", 2, 2, "again")) // the id was released with the failed PUBREC

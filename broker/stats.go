@@ -15,6 +15,7 @@ type Stats struct {
 	DroppedExpired atomic.Int64 // deliveries whose message expired before sending
 	DroppedOffline atomic.Int64 // QoS 0 deliveries to an offline session
 	RefusedFull    atomic.Int64 // answers refused (v5 0x97) or connections closed (3.1.1): the store was full
+	DroppedFull    atomic.Int64 // other changes not stored because the store was full (e.g. a QoS 0 retained message, kept in memory only)
 	StoreErrors    atomic.Int64 // failed store commits and reads
 }
 
@@ -22,7 +23,7 @@ type Stats struct {
 type StatsSnapshot struct {
 	Connections, Accepted, MessagesIn, MessagesOut                           int64
 	DroppedQoS0, DroppedQueue, DroppedTooBig, DroppedExpired, DroppedOffline int64
-	RefusedFull, StoreErrors                                                 int64
+	RefusedFull, DroppedFull, StoreErrors                                    int64
 	Sessions, Subscriptions, Retained                                        int
 }
 
@@ -38,7 +39,7 @@ func (s *Server) Stats() StatsSnapshot {
 		DroppedQoS0: st.DroppedQoS0.Load(), DroppedQueue: st.DroppedQueue.Load(),
 		DroppedTooBig: st.DroppedTooBig.Load(), DroppedExpired: st.DroppedExpired.Load(),
 		DroppedOffline: st.DroppedOffline.Load(),
-		RefusedFull:    st.RefusedFull.Load(), StoreErrors: st.StoreErrors.Load(),
+		RefusedFull:    st.RefusedFull.Load(), DroppedFull: st.DroppedFull.Load(), StoreErrors: st.StoreErrors.Load(),
 		Sessions: n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
 	}
 }
