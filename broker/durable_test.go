@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
+	"github.com/ferrymq/ferrymq/persist"
 	"github.com/ferrymq/ferrymq/session"
 )
 
@@ -255,4 +256,51 @@ func TestDurableQueueOnDisk(t *testing.T) {
 		defer fs.mu.Unlock()
 		return len(fs.q["sub"]) == 0 && len(fs.infl["sub"]) == 0
 	})
+}
+
+// TestDurableDiskQuotaRealStore: on the real store, a v5 publisher gets
+// 0x97 once storage.max_disk is reached, a 3.1.1 one is disconnected, the
+// broker keeps serving, and every message acknowledged before is
+// delivered.
+func TestDurableDiskQuotaRealStore(t *testing.T) {
+	st, err := persist.Open(persist.Options{Dir: t.TempDir(), MaxDisk: 2 << 20,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := startStore(t, st)
+	sub, _ := connect(t, s, packet.V5, "sub", persistent(3600))
+	sub.subscribe(1, packet.SubOption{Filter: "big/#", QoS: 1})
+	goOffline(t, s, sub, "sub")
+	p5, _ := connect(t, s, packet.V5, "p5", nil)
+	payload := string(make([]byte, 8<<10))
+	accepted := 0
+	for i := range 20000 {
+		p5.send(pub("big/x", 1, uint16(i%60000+1), payload))
+		a := p5.readAck(packet.PUBACK)
+		if a.ReasonCode == packet.QuotaExceeded {
+			break
+		}
+		if a.ReasonCode != 0 {
+			t.Fatalf("PUBACK %+v", a)
+		}
+		accepted++
+	}
+	if accepted == 20000 {
+		t.Fatal("never refused")
+	}
+	t.Logf("%d messages of 8 KiB accepted before 0x97 (max_disk 2 MiB)", accepted)
+	p3, _ := connect(t, s, packet.V311, "p3", nil)
+	p3.send(pub("big/y", 1, 1, "x"))
+	p3.expectClosed()
+
+	sub, _ = connect(t, s, packet.V5, "sub", persistent(3600))
+	for i := range accepted {
+		got := sub.readPublish()
+		if len(got.Payload) != len(payload) {
+			t.Fatalf("message %d: %d bytes", i, len(got.Payload))
+		}
+		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: got.PacketID})
+	}
+	sub.expectNothing(100 * time.Millisecond)
 }

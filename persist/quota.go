@@ -109,6 +109,7 @@ func (s *Store) checkQuota() {
 		return
 	}
 	s.quotaErrLogged = false
+	s.grown.Store(0)
 	if reason != "" {
 		s.enterFull(reason)
 		return
@@ -132,6 +133,7 @@ func (s *Store) overQuota() (string, error) {
 		if err != nil {
 			return "", err
 		}
+		s.baseFree.Store(int64(min(free, 1<<62)))
 		if free < uint64(o.MinFree) {
 			return fmt.Sprintf("%d bytes free on the filesystem, below min free %d", free, o.MinFree), nil
 		}
@@ -141,6 +143,7 @@ func (s *Store) overQuota() (string, error) {
 		if err != nil {
 			return "", err
 		}
+		s.baseUsed.Store(used)
 		if used >= o.MaxDisk {
 			return fmt.Sprintf("store uses %d bytes, max disk is %d", used, o.MaxDisk), nil
 		}
@@ -192,4 +195,44 @@ func (s *Store) noSpace(err error) error {
 	s.noSpaceAt.Store(time.Now().UnixNano())
 	s.enterFull("no space left on device")
 	return fmt.Errorf("%w: %w", session.ErrFull, err)
+}
+
+// refusing reports whether the writer must refuse r, which adds data:
+// the store is full, or the disk the writes since the last measurement
+// take (estimated) would take it past MaxDisk or below MinFree. So the
+// limits hold between measurements too, within one request.
+func (s *Store) refusing(r *request) bool {
+	if s.full.Load() {
+		return true
+	}
+	o := &s.opts
+	if !o.quotaChecked() {
+		return false
+	}
+	var n int64
+	for i := range r.ops {
+		n += diskCost(&r.ops[i])
+	}
+	g := s.grown.Add(n)
+	if u := s.baseUsed.Load(); o.MaxDisk > 0 && u >= 0 && u+g > o.MaxDisk {
+		s.enterFull(fmt.Sprintf("store uses about %d bytes (estimated since the last measurement), max disk is %d", u+g, o.MaxDisk))
+		return true
+	}
+	if f := s.baseFree.Load(); o.MinFree >= 0 && f >= 0 && f-g < o.MinFree {
+		s.enterFull(fmt.Sprintf("about %d bytes free on the filesystem (estimated since the last measurement), below min free %d", f-g, o.MinFree))
+		return true
+	}
+	return false
+}
+
+// diskCost estimates the disk an op takes until the next measurement: a
+// small value is written twice (the memtable's write-ahead log, then the
+// table it is flushed to), a value at or above the ValueThreshold once (to
+// the value log) with its key twice.
+func diskCost(op *Op) int64 {
+	k, v := int64(len(op.Key)), int64(len(op.Value))
+	if v >= 1<<10 {
+		return 2*k + v
+	}
+	return 2 * (k + v)
 }

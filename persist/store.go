@@ -75,6 +75,8 @@ type request struct {
 	// hasPut: some op is a put (refused while the store is full).
 	// hasRange: some op is a range delete (committed on its own).
 	hasPut, hasRange bool
+	// refused: the writer found the store full for this request.
+	refused bool
 	// err, when set, fails the request in its turn without writing
 	// (a request that could not be built).
 	err error
@@ -132,6 +134,9 @@ type Store struct {
 	fullReason  atomic.Pointer[string]
 	noSpaceAt   atomic.Int64 // Unix nanoseconds of the last ENOSPC, 0: none pending
 	refusedFull atomic.Uint64
+	// Between measurements the writer estimates: the last measured use
+	// and free space (-1: unknown) and the bytes written since.
+	baseUsed, baseFree, grown atomic.Int64
 	// quotaMu serializes quota evaluations and guards quotaErrLogged.
 	quotaMu        sync.Mutex
 	quotaErrLogged bool
@@ -164,6 +169,8 @@ func Open(opts Options) (*Store, error) {
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 	}
+	s.baseUsed.Store(-1)
+	s.baseFree.Store(-1)
 	if opts.quotaChecked() {
 		s.checkQuota() // a store opened on a full disk is full at once
 		s.quotaStop = make(chan struct{})
@@ -436,7 +443,8 @@ func (s *Store) process(batch []request) {
 	start := 0
 	for i := range batch {
 		r := &batch[i]
-		if r.err == nil && !r.hasRange && !(r.hasPut && s.full.Load()) {
+		r.refused = r.err == nil && r.hasPut && s.refusing(r)
+		if r.err == nil && !r.hasRange && !r.refused {
 			continue
 		}
 		s.commit(batch[start:i])
@@ -454,7 +462,7 @@ func (s *Store) processAlone(one []request) {
 	case r.err != nil:
 		s.report(r, r.err)
 		return
-	case r.hasPut && s.full.Load():
+	case r.refused:
 		s.refuse(r)
 		return
 	}
