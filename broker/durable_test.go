@@ -17,13 +17,19 @@ import (
 // cleanup, once).
 func startStore(t *testing.T, st session.Store) (s *Server, stop func()) {
 	t.Helper()
+	return startStoreClock(t, st, time.Now)
+}
+
+// startStoreClock is startStore with a clock.
+func startStoreClock(t *testing.T, st session.Store, now func() time.Time) (s *Server, stop func()) {
+	t.Helper()
 	cfg := Config{Listeners: []Listener{{Address: "127.0.0.1:0"}}}
 	level := slog.LevelWarn
 	if os.Getenv("FERRYMQ_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	s, err := New(cfg, Options{Logger: log, Store: st})
+	s, err := New(cfg, Options{Logger: log, Store: st, Now: now})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
@@ -303,4 +309,46 @@ func TestDurableDiskQuotaRealStore(t *testing.T) {
 		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: got.PacketID})
 	}
 	sub.expectNothing(100 * time.Millisecond)
+}
+
+// TestDurableExpiryAcrossRestart: a session's expiry counts from its
+// disconnection, across a restart: one that expired while the broker was
+// down is gone (and deleted from the store), one that did not is back.
+func TestDurableExpiryAcrossRestart(t *testing.T) {
+	fs := newFakeStore()
+	clk := &skewClock{}
+	s, stop := startStoreClock(t, fs, clk.now)
+	short, _ := connect(t, s, packet.V5, "short", persistent(60))
+	short.subscribe(1, packet.SubOption{Filter: "e/#", QoS: 1})
+	goOffline(t, s, short, "short")
+	long, _ := connect(t, s, packet.V5, "long", persistent(3600))
+	long.subscribe(1, packet.SubOption{Filter: "e/#", QoS: 1})
+	goOffline(t, s, long, "long")
+	stop()
+
+	clk.advance(10 * time.Minute) // the broker was down for 10 minutes
+	fs.start()
+	s, _ = startStoreClock(t, fs, clk.now)
+	if s.lookup("short") != nil {
+		t.Fatal("a session that expired while the broker was down was restored")
+	}
+	waitFor(t, "the expired session deleted from the store", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		_, ok := fs.sess["short"]
+		return !ok
+	})
+	p, _ := connect(t, s, packet.V5, "pub", nil)
+	p.send(pub("e/1", 1, 1, "x"))
+	p.readAck(packet.PUBACK)
+	long, ack := connect(t, s, packet.V5, "long", persistent(3600))
+	if !ack.SessionPresent {
+		t.Fatal("the unexpired session is not present")
+	}
+	if got := long.readPublish(); string(got.Payload) != "x" {
+		t.Fatalf("got %+v", got)
+	}
+	if _, ack := connect(t, s, packet.V5, "short", persistent(60)); ack.SessionPresent {
+		t.Fatal("expired session present")
+	}
 }
