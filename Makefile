@@ -47,9 +47,10 @@ cross: ## Build bin/ferrymq-linux-{amd64,arm64,arm} (arm is GOARM=7); every pack
 		GOOS=$$os GOARCH=$$arch GOARM=$$arm CGO_ENABLED=0 $(GO) build ./...; \
 	done
 
-test-arm32: ## Run the store's tests as armv7 binaries under qemu-user (apt-get install qemu-user-static)
+test-arm32: ## Run the store's tests (and the ristretto patch's) as armv7 binaries under qemu-user (apt-get install qemu-user-static)
 	@command -v $(QEMU_ARM) >/dev/null || { echo "$(QEMU_ARM) not found: apt-get install qemu-user-static"; exit 1; }
 	GOOS=linux GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -timeout 5m -exec $(QEMU_ARM) $(ARM32_PKGS)
+	cd third_party/ristretto && GOOS=linux GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec $(QEMU_ARM) -run AllocatorSpill ./z/
 
 generate-check: ## go generate ./... must leave the tree as it was (generated code is committed)
 	@git rev-parse --git-dir >/dev/null || exit 1; \
