@@ -406,7 +406,7 @@ func verifyTable(path string, tm badger.TableManifest, bo badger.Options) (err e
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("Badger panicked reading it: %v", firstLine(r))
+			err = fmt.Errorf("panic in Badger while reading it: %v", firstLine(r))
 		}
 		func() {
 			defer func() { recover() }()
@@ -501,7 +501,7 @@ func checkReplayed(s *Store, watch *unreadableWatch, log *slog.Logger) error {
 func scanValues(db *badger.DB, watch *unreadableWatch, unreadable func(key []byte)) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("Badger panicked reading it: %v", firstLine(r))
+			err = fmt.Errorf("panic in Badger while reading it: %v", firstLine(r))
 		}
 	}()
 	before := watch.n.Load()
