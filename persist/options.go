@@ -196,6 +196,9 @@ func (o Options) badgerOptions() badger.Options {
 		WithBlockCacheSize(0).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false).
+		// A garbled value in the value log is an error (ErrCorrupt for
+		// its record), not garbage bytes handed to a client.
+		WithVerifyValueChecksum(true).
 		// The single writer never conflicts with itself.
 		WithDetectConflicts(false).
 		// Sync: every commit of the writer fsyncs. Batch: the writer

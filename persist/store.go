@@ -204,7 +204,7 @@ func checkFormat(db *badger.DB) error {
 		found = true
 		return item.Value(func(v []byte) error {
 			if len(v) != 8 {
-				return fmt.Errorf("persist: format key holds %d bytes, want 8", len(v))
+				return fmt.Errorf("%w: the format key holds %d bytes, want 8", ErrCorrupt, len(v))
 			}
 			ver = binary.BigEndian.Uint64(v)
 			return nil

@@ -142,7 +142,7 @@ func TestMemoryDurability(t *testing.T) {
 
 func TestNewerFormatRefused(t *testing.T) {
 	dir := t.TempDir()
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	db, err := badger.Open(Options{Dir: dir, Logger: quietLogger()}.withDefaults().badgerOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestNewerFormatRefused(t *testing.T) {
 	}
 	// The refused store is left as it was and can be reopened by Badger
 	// (the lock was released).
-	db, err = badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	db, err = badger.Open(Options{Dir: dir, Logger: quietLogger()}.withDefaults().badgerOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

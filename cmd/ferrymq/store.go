@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -19,11 +20,26 @@ func openStore(st broker.Storage, log *slog.Logger) (session.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := persist.Open(storeOptions(st, d, log))
+	refuse := st.OnCorruption == broker.CorruptionRefuse
+	// A damaged store moved aside is logged (at error level, with its new
+	// name) by persist.
+	s, _, err := persist.OpenOrQuarantineCheck(storeOptions(st, d, log), refuse, readAll)
 	if err != nil {
+		if errors.Is(err, persist.ErrStoreCorrupt) {
+			return nil, fmt.Errorf("%w [storage.on_corruption: refuse]", err)
+		}
 		return nil, fmt.Errorf("opening the session store: %w", err)
 	}
 	return s, nil
+}
+
+// readAll decodes every stored session and retained message, so that a
+// damaged record is found before the broker starts on it.
+func readAll(s *persist.Store) error {
+	if err := s.Load(func(*session.Saved) error { return nil }); err != nil {
+		return err
+	}
+	return s.LoadRetained(func(*session.Message) error { return nil })
 }
 
 func storeOptions(st broker.Storage, d persist.Durability, log *slog.Logger) persist.Options {
