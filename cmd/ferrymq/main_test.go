@@ -215,7 +215,9 @@ func TestRunPortInUse(t *testing.T) {
 
 	a, stdout, stderr := testApp(nil)
 	done := make(chan int, 1)
-	go func() { done <- a.main(context.Background(), []string{"run", "--listen", addr, "--data-dir", t.TempDir()}) }()
+	go func() {
+		done <- a.main(context.Background(), []string{"run", "--listen", addr, "--data-dir", t.TempDir()})
+	}()
 	select {
 	case code := <-done:
 		if code != 1 {
