@@ -25,9 +25,10 @@ help: ## Show the targets
 build: ## Build a static binary: bin/ferrymq (version from git describe)
 	$(BUILD) -o $(BIN)/ferrymq $(PKG)
 
-test: ## Vet, then run the whole test suite with the race detector (what CI runs)
+test: ## Vet, then run the whole test suite with the race detector, and the broker's again on the real store (what CI runs)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	FERRYMQ_TEST_STORE=badger $(GO) test -race -count=1 ./broker/
 
 race: ## Run the tests with the race detector (cached results allowed)
 	$(GO) test -race ./...
