@@ -79,6 +79,14 @@ func (t *txn) add(ch session.Change) {
 	}
 }
 
+// lastChange returns the change added last, or nil.
+func (t *txn) lastChange() *session.Change {
+	if t == nil || len(t.b.Changes) == 0 {
+		return nil
+	}
+	return &t.b.Changes[len(t.b.Changes)-1]
+}
+
 // empty reports whether committing t would change nothing on disk.
 func (t *txn) empty() bool { return t == nil || t.b.Empty() }
 

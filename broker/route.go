@@ -250,8 +250,14 @@ func (c *client) sendQueuedLocked(ss *sess, t *txn) bool {
 			if d.QoS == 2 {
 				ph = session.AwaitPubrec
 			}
-			t.add(session.Change{Kind: session.DelQueued, ClientID: cid, Seq: seq})
-			t.add(session.Change{Kind: session.PutInflight, ClientID: cid, PacketID: id, Phase: ph, Seq: seq, D: d})
+			if ch := t.lastChange(); ch != nil && ch.Kind == session.PutQueued && ch.Seq == seq && ch.ClientID == cid {
+				// Queued and sent by the same event (the common case for
+				// an online subscriber): stored once, straight as inflight.
+				ch.Kind, ch.PacketID, ch.Phase = session.PutInflight, id, ph
+			} else {
+				t.add(session.Change{Kind: session.DelQueued, ClientID: cid, Seq: seq})
+				t.add(session.Change{Kind: session.PutInflight, ClientID: cid, PacketID: id, Phase: ph, Seq: seq, D: d})
+			}
 			if d.QoS == 2 {
 				// Written once its packet id is durable: a crash must not
 				// make it reach the client twice under two ids.
