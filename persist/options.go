@@ -61,7 +61,7 @@ const (
 	DefaultBatchInterval = 100 * time.Millisecond
 	DefaultMaxBatch      = 1000
 	DefaultMaxBatchDelay = time.Millisecond
-	DefaultGCInterval    = 5 * time.Minute
+	DefaultGCInterval    = time.Minute
 )
 
 // Options configures a Store. The zero value of every field but Dir means
@@ -86,10 +86,11 @@ type Options struct {
 	// progress requests queue anyway, so under load batches fill without
 	// the delay.
 	MaxBatchDelay time.Duration
-	// GCInterval is how often value-log GC runs (default 5 minutes). Each
-	// run rewrites value-log files while at least half of a file is
-	// garbage (RunValueLogGC(0.5) until ErrNoRewrite). Negative disables
-	// it. Unused with Memory durability.
+	// GCInterval is how often the store reclaims space (default 1
+	// minute): it flattens the tables when deleted records wait to be
+	// dropped (space.go), then rewrites value-log files while at least
+	// half of a file is garbage (RunValueLogGC(0.5) until ErrNoRewrite).
+	// Negative disables it. Unused with Memory durability.
 	GCInterval time.Duration
 	// MaxDisk is the most disk space (bytes) the store may use, counted
 	// as the allocated blocks of the files in Dir; 0 means no limit.

@@ -90,6 +90,7 @@ type Stats struct {
 	Errors   uint64 // failed commits
 	SyncErrs uint64 // failed periodic fsyncs (Batch durability)
 	GCRuns   uint64 // value-log files rewritten by GC
+	Flattens uint64 // compactions that dropped deleted records (space.go)
 	// RefusedFull counts requests refused because the store was full.
 	RefusedFull uint64
 }
@@ -125,8 +126,8 @@ type Store struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	requests, ops, commits, errs, syncErrs, gcRuns, gcAttempts atomic.Uint64
-	syncs                                                      atomic.Uint64 // periodic fsyncs (Batch)
+	requests, ops, commits, errs, syncErrs, gcRuns, gcAttempts, flattens atomic.Uint64
+	syncs                                                                atomic.Uint64 // periodic fsyncs (Batch)
 
 	// The full state (quota.go): set by the quota goroutine or by an
 	// ENOSPC commit, read by the writer for every request that puts.
@@ -283,6 +284,7 @@ func (s *Store) Stats() Stats {
 		Errors:   s.errs.Load(),
 		SyncErrs: s.syncErrs.Load(),
 		GCRuns:   s.gcRuns.Load(),
+		Flattens: s.flattens.Load(),
 
 		RefusedFull: s.refusedFull.Load(),
 	}
@@ -665,6 +667,7 @@ func (s *Store) gcLoop() {
 		case <-s.gcStop:
 			return
 		case <-t.C:
+			s.compactStale()
 			s.runGC()
 		}
 	}
