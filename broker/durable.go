@@ -34,7 +34,7 @@ import (
 // refillChunk is how many queued deliveries a durable session reads back
 // from disk at a time; memWindow is how many it keeps in RAM while online.
 const (
-	refillChunk = 256
+	refillChunk = 64
 	memWindow   = 1024
 )
 
