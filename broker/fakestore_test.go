@@ -21,7 +21,7 @@ type fakeStore struct {
 	reqs    []fakeReq
 	holding bool
 	closed  bool
-	fail    error // the next commits containing a put fail with it
+	fail    error // the next commits that add data fail with it
 	done    chan struct{}
 	commits int
 
@@ -105,7 +105,7 @@ func (f *fakeStore) worker() {
 		r := f.reqs[0]
 		f.reqs = f.reqs[1:]
 		err := f.fail
-		if err != nil && !hasPut(r.ch) {
+		if err != nil && !grows(r.ch) {
 			err = nil
 		}
 		if err == nil {
@@ -118,11 +118,12 @@ func (f *fakeStore) worker() {
 	}
 }
 
-func hasPut(ch []session.Change) bool {
+// grows reports whether a batch adds data, which a full store refuses
+// (as persist does: moves into flight and session rewrites pass).
+func grows(ch []session.Change) bool {
 	for _, c := range ch {
 		switch c.Kind {
-		case session.PutSession, session.PutSub, session.PutQueued, session.PutInflight,
-			session.PutQoS2In, session.PutRetained, session.PutOutbox:
+		case session.PutSub, session.PutQueued, session.PutQoS2In, session.PutRetained, session.PutOutbox:
 			return true
 		}
 	}
