@@ -333,49 +333,6 @@ func (r spaceRun) log(tb testing.TB, name string) {
 	}
 }
 
-// Tombstones above the bottom level of the LSM tree that make
-// spaceFlattenIfStale compact: spaceFlattenStale, or spaceFlattenMinStale
-// when they are at least a quarter of the size of the bottom level.
-const (
-	spaceFlattenStale    = 8 << 20
-	spaceFlattenMinStale = 1 << 20
-)
-
-// spaceFlattenIfStale is the change to the store these figures argue for,
-// as a function of the test so that it can be measured without changing
-// the store. Badger compacts a level only when it outgrows its target
-// size, and drops a deleted key only when its tombstone is compacted into
-// the bottom level holding the key. Once a backlog is drained its
-// tombstones sit in the upper levels, above the records they delete, too
-// small to be compacted, and nothing moves them while the store is quiet
-// (Badger's own max-level compaction of stale data is off by default,
-// needs a third compactor, and skips tables younger than an hour; it would
-// not reach tombstones above the bottom level anyway). When enough
-// tombstones wait above the bottom level, DB.Flatten compacts every level
-// into the bottom one, which drops them with the records they delete. It
-// reports whether it flattened.
-func spaceFlattenIfStale(s *Store) (bool, error) {
-	levels := s.db.Levels()
-	bottom := -1
-	for _, l := range levels {
-		if l.NumTables > 0 {
-			bottom = l.Level
-		}
-	}
-	var stale, bottomSize int64
-	for _, l := range levels {
-		if l.Level < bottom {
-			stale += l.StaleDatSize
-		} else if l.Level == bottom {
-			bottomSize = l.Size
-		}
-	}
-	if stale < spaceFlattenMinStale || (stale < spaceFlattenStale && 4*stale < bottomSize) {
-		return false, nil
-	}
-	return true, s.db.Flatten(1)
-}
-
 // BenchmarkSpaceComesBack queues a million 64-byte deliveries for one
 // session through Store.Commit, drains them as the broker would, and
 // reports the disk use of the store at its peak and after the drain: sync
@@ -383,7 +340,7 @@ func spaceFlattenIfStale(s *Store) (bool, error) {
 // instead of 5 minutes to give it its chance.
 //
 // The variants: as-is leaves it to Badger. flatten calls DB.Flatten once
-// the drain is over. ticker calls spaceFlattenIfStale every 5 s from the
+// the drain is over. ticker calls the store's compactStale every 5 s from the
 // start, under load too, as the store's GC ticker would. flush-flatten
 // also makes Badger flush its memtable first (through DropPrefix of a
 // sentinel key, which blocks writes meanwhile): with payloads above 1 KiB
@@ -449,11 +406,9 @@ func spaceComesBack(b *testing.B, variant string, msgs, payload int, wait time.D
 				}
 				before := spaceLevels(s)
 				start := time.Now()
-				did, err := spaceFlattenIfStale(s)
-				if err != nil {
-					b.Errorf("Flatten: %v", err)
-				}
-				if did {
+				n := s.flattens.Load()
+				s.compactStale()
+				if s.flattens.Load() != n {
 					b.Logf("%s: flattened in %v after %d ops: before:%s; after:%s", variant,
 						time.Since(start).Round(time.Millisecond), s.ops.Load(), before, spaceLevels(s))
 				}
