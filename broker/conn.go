@@ -51,6 +51,7 @@ type client struct {
 	takenOver    atomic.Bool
 	cleanDisconn atomic.Bool  // DISCONNECT received (will handling decided there)
 	pendingAcks  atomic.Int32 // answers waiting for the store (ackAfter)
+	flushQueued  atomic.Bool  // in Server.flushq
 
 	// Write side, guarded by wmu.
 	wmu        sync.Mutex

@@ -113,7 +113,7 @@ func (s *Server) commit(t *txn, then func(error)) {
 		return
 	}
 	if t.empty() && then == nil {
-		s.afterCommit(t, nil)
+		s.afterCommit(t, nil, false)
 		t.release()
 		return
 	}
@@ -129,7 +129,7 @@ func (s *Server) commit(t *txn, then func(error)) {
 			s.stats.StoreErrors.Add(1)
 			s.log.Error("session store commit failed", "err", err)
 		}
-		s.afterCommit(t, err)
+		s.afterCommit(t, err, true)
 		if then != nil {
 			then(err)
 		}
@@ -151,8 +151,9 @@ func (s *Server) commitWait(t *txn) error {
 
 // afterCommit releases or drops a held message, tells durable queues
 // their writes are over, lets queues move again and writes deferred QoS 2
-// PUBLISHes. It runs on the store's writer goroutine (or inline).
-func (s *Server) afterCommit(t *txn, err error) {
+// PUBLISHes. It runs on the store's writer goroutine (fromStore) or
+// inline.
+func (s *Server) afterCommit(t *txn, err error, fromStore bool) {
 	if t.msg != nil {
 		if err != nil {
 			t.msg.Drop()
@@ -193,8 +194,41 @@ func (s *Server) afterCommit(t *txn, err error) {
 	s.commit(next, nil)
 	for i, c := range touched {
 		if i == 0 || touched[i-1] != c {
-			c.flushAsync()
+			if fromStore {
+				s.flushLater(c)
+			} else {
+				c.flushAsync()
+			}
 		}
+	}
+}
+
+// flushLater writes c's output after the store's current batch of
+// callbacks (one write for all the acknowledgements of a batch), or at
+// once when the store does not say when batches end. Store callbacks only.
+func (s *Server) flushLater(c *client) {
+	if !s.batchHook {
+		c.flushAsync()
+		return
+	}
+	if c.flushQueued.Swap(true) {
+		return
+	}
+	s.flushMu.Lock()
+	s.flushq = append(s.flushq, c)
+	s.flushMu.Unlock()
+}
+
+// flushQueued writes the output queued by flushLater; the store runs it
+// after each batch of callbacks.
+func (s *Server) flushQueued() {
+	s.flushMu.Lock()
+	q := s.flushq
+	s.flushq = nil
+	s.flushMu.Unlock()
+	for _, c := range q {
+		c.flushQueued.Store(false)
+		c.flushAsync()
 	}
 }
 
@@ -232,7 +266,7 @@ func (c *client) ackAfter(t *txn, a packet.Ack) {
 			c.appendPacket(&a)
 		}
 		c.pendingAcks.Add(-1)
-		c.flushAsync()
+		c.srv.flushLater(c)
 	}
 	if t == nil { // memory store, but an earlier answer is still waiting
 		c.srv.store.Commit(nil, then)

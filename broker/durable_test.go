@@ -15,13 +15,13 @@ import (
 
 // startStore runs a broker on store st. stop shuts it down (also at
 // cleanup, once).
-func startStore(t *testing.T, st session.Store) (s *Server, stop func()) {
+func startStore(t testing.TB, st session.Store) (s *Server, stop func()) {
 	t.Helper()
 	return startStoreClock(t, st, time.Now)
 }
 
 // startStoreClock is startStore with a clock.
-func startStoreClock(t *testing.T, st session.Store, now func() time.Time) (s *Server, stop func()) {
+func startStoreClock(t testing.TB, st session.Store, now func() time.Time) (s *Server, stop func()) {
 	t.Helper()
 	cfg := Config{Listeners: []Listener{{Address: "127.0.0.1:0"}}}
 	level := slog.LevelWarn

@@ -73,6 +73,12 @@ type Server struct {
 	conns     map[*client]struct{} // every live connection, CONNECTed or not
 	stopped   bool                 // guarded by lmu: no new connections once set
 
+	// Connections with output produced by store callbacks, written once
+	// per store batch (flushLater) when the store tells when a batch ends.
+	batchHook bool
+	flushMu   sync.Mutex
+	flushq    []*client
+
 	wg     sync.WaitGroup // every goroutine the server starts
 	stats  Stats
 	nextID atomic.Uint64 // for assigned client identifiers
@@ -94,7 +100,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		log:      opts.Logger,
 		store:    opts.Store,
@@ -103,7 +109,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		trie:     topics.NewTrie(),
 		retained: topics.NewRetained[*session.Message](),
 		sessions: make(map[string]*sess),
-	}, nil
+	}
+	if h, ok := opts.Store.(interface{ SetAfterBatch(func()) }); ok {
+		s.batchHook = true
+		h.SetAfterBatch(s.flushQueued)
+	}
+	return s, nil
 }
 
 // Start binds every listener, restores stored sessions and starts

@@ -135,6 +135,9 @@ type Store struct {
 	fullReason  atomic.Pointer[string]
 	noSpaceAt   atomic.Int64 // Unix nanoseconds of the last ENOSPC, 0: none pending
 	refusedFull atomic.Uint64
+	// afterBatch, when set, runs on the writer after the done callbacks
+	// of each batch (SetAfterBatch).
+	afterBatch atomic.Pointer[func()]
 	// Between measurements the writer estimates: the last measured use
 	// and free space (-1: unknown) and the bytes written since.
 	baseUsed, baseFree, grown atomic.Int64
@@ -422,6 +425,9 @@ func (w *writer) commitNext() {
 		end++
 	}
 	w.s.process(w.pending[w.head:end])
+	if f := w.s.afterBatch.Load(); f != nil {
+		(*f)()
+	}
 	clear(w.pending[w.head:end]) // drop references to the callers' ops
 	w.head, w.pendingOps = end, w.pendingOps-n
 	switch {
@@ -694,3 +700,9 @@ func (s *Store) runGC() {
 		return
 	}
 }
+
+// SetAfterBatch registers fn to run on the writer goroutine after the
+// done callbacks of each batch of requests: a caller whose callbacks
+// produce output (the broker's acknowledgements) can write it once per
+// batch instead of once per callback. fn must not block.
+func (s *Store) SetAfterBatch(fn func()) { s.afterBatch.Store(&fn) }
