@@ -203,7 +203,7 @@ func checkGoldenOutbox(t *testing.T, s *Store) {
 	}
 	want := map[uint64]*session.Message{100: goldenMessage("up/a", 3), 101: goldenMessage("up/b", 4)}
 	n := 0
-	err := s.ReadOutbox("cloud/1", 0, 0, func(seq uint64, m *session.Message) bool {
+	err := s.ReadOutbox("cloud/1", 0, 0, func(seq uint64, _ int64, m *session.Message) bool {
 		n++
 		if d := sameMessage(m, want[seq]); d != "" {
 			t.Errorf("outbox %d: %s", seq, d)

@@ -42,6 +42,9 @@ type MessageRecord struct {
 	Expiry int64 `msg:"x,omitempty"`
 	// Origin is the publishing client id (for No Local).
 	Origin string `msg:"o,omitempty"`
+	// Stamp is when an outbox entry entered the outbox, in Unix
+	// nanoseconds (backlog age, message ids). Unused elsewhere.
+	Stamp int64 `msg:"ts,omitempty"`
 
 	// Per delivery: the QoS granted, the RETAIN flag to send and the
 	// matching subscription identifiers. Unused in retained and outbox

@@ -131,8 +131,8 @@ func (z *InflightRecord) Msgsize() (s int) {
 func (z *MessageRecord) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
 	// check for omitted fields
-	zb0001Len := uint32(16)
-	var zb0001Mask uint16 /* 16 bits */
+	zb0001Len := uint32(17)
+	var zb0001Mask uint32 /* 17 bits */
 	_ = zb0001Mask
 	if z.Topic == "" {
 		zb0001Len--
@@ -186,17 +186,21 @@ func (z *MessageRecord) MarshalMsg(b []byte) (o []byte, err error) {
 		zb0001Len--
 		zb0001Mask |= 0x1000
 	}
-	if z.DQoS == 0 {
+	if z.Stamp == 0 {
 		zb0001Len--
 		zb0001Mask |= 0x2000
 	}
-	if z.DRetain == false {
+	if z.DQoS == 0 {
 		zb0001Len--
 		zb0001Mask |= 0x4000
 	}
-	if z.SubIDs == nil {
+	if z.DRetain == false {
 		zb0001Len--
 		zb0001Mask |= 0x8000
+	}
+	if z.SubIDs == nil {
+		zb0001Len--
+		zb0001Mask |= 0x10000
 	}
 	// variable map header, size zb0001Len
 	o = msgp.AppendMapHeader(o, zb0001Len)
@@ -275,16 +279,21 @@ func (z *MessageRecord) MarshalMsg(b []byte) (o []byte, err error) {
 			o = msgp.AppendString(o, z.Origin)
 		}
 		if (zb0001Mask & 0x2000) == 0 { // if not omitted
+			// string "ts"
+			o = append(o, 0xa2, 0x74, 0x73)
+			o = msgp.AppendInt64(o, z.Stamp)
+		}
+		if (zb0001Mask & 0x4000) == 0 { // if not omitted
 			// string "dq"
 			o = append(o, 0xa2, 0x64, 0x71)
 			o = msgp.AppendUint8(o, z.DQoS)
 		}
-		if (zb0001Mask & 0x4000) == 0 { // if not omitted
+		if (zb0001Mask & 0x8000) == 0 { // if not omitted
 			// string "dr"
 			o = append(o, 0xa2, 0x64, 0x72)
 			o = msgp.AppendBool(o, z.DRetain)
 		}
-		if (zb0001Mask & 0x8000) == 0 { // if not omitted
+		if (zb0001Mask & 0x10000) == 0 { // if not omitted
 			// string "si"
 			o = append(o, 0xa2, 0x73, 0x69)
 			o = msgp.AppendArrayHeader(o, uint32(len(z.SubIDs)))
@@ -420,6 +429,12 @@ func (z *MessageRecord) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "Origin")
 				return
 			}
+		case "ts":
+			z.Stamp, bts, err = msgp.ReadInt64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Stamp")
+				return
+			}
 		case "dq":
 			z.DQoS, bts, err = msgp.ReadUint8Bytes(bts)
 			if err != nil {
@@ -469,7 +484,7 @@ func (z *MessageRecord) Msgsize() (s int) {
 	for za0001 := range z.User {
 		s += 1 + msgp.StringPrefixSize + len(z.User[za0001].Key) + msgp.StringPrefixSize + len(z.User[za0001].Value)
 	}
-	s += 2 + msgp.Int64Size + 2 + msgp.StringPrefixSize + len(z.Origin) + 3 + msgp.Uint8Size + 3 + msgp.BoolSize + 3 + msgp.ArrayHeaderSize + (len(z.SubIDs) * (msgp.Uint32Size))
+	s += 2 + msgp.Int64Size + 2 + msgp.StringPrefixSize + len(z.Origin) + 3 + msgp.Int64Size + 3 + msgp.Uint8Size + 3 + msgp.BoolSize + 3 + msgp.ArrayHeaderSize + (len(z.SubIDs) * (msgp.Uint32Size))
 	return
 }
 

@@ -94,10 +94,11 @@ type encoder struct {
 
 // span is one Op as offsets into the encoder's buffer: a put's key is
 // buf[a:b] and its value buf[b:c]; a delete's key is buf[a:b]; a range
-// delete's prefix is buf[a:b] and its end buf[b:c] (none when b == c).
+// delete's prefix is buf[a:b] and its end buf[b:c] (none when b == c),
+// and, when d > c, its start buf[c:d].
 type span struct {
-	kind    spanKind
-	a, b, c int
+	kind       spanKind
+	a, b, c, d int
 }
 
 type spanKind uint8
@@ -131,6 +132,9 @@ func (e *encoder) encode(changes []session.Change) ([]Op, error) {
 				end = e.buf[sp.b:sp.c:sp.c]
 			}
 			r := delRange(k, end)
+			if sp.d > sp.c {
+				r = delRangeFrom(k, e.buf[sp.c:sp.d:sp.d], end)
+			}
 			ops = dropCovered(ops, &r)
 			ops = append(ops, r)
 		}
@@ -235,12 +239,10 @@ func (e *encoder) change2(c *session.Change, k0 int) error {
 			return errors.New("no message")
 		}
 		e.buf = appendOutKey(e.buf, c.Bridge, c.Seq)
+		e.msg.Stamp = c.Stamp
 		return e.putMessage(k0, c.D.Msg)
 	case session.DelOutbox:
-		e.buf = appendNamePrefix(e.buf, prefixOut, c.Bridge)
-		k1 := len(e.buf)
-		e.buf = appendOutKey(e.buf, c.Bridge, c.Seq)
-		e.spans = append(e.spans, span{kind: spanRange, a: k0, b: k1, c: len(e.buf)})
+		e.delOutbox(k0, c)
 	default:
 		return errors.New("unknown change kind")
 	}
@@ -284,6 +286,34 @@ func (e *encoder) putDelivery(k0 int, d *session.Delivery) error {
 	err := e.marshal(k0, &e.msg)
 	e.msg = MessageRecord{User: e.msg.User[:0]} // drop references, keep storage
 	return err
+}
+
+// pointDeletes is the largest DelOutbox range deleted key by key, in the
+// batch's own transaction (a larger one is a range delete, see delRange).
+const pointDeletes = 4096
+
+// delOutbox encodes DelOutbox: seqs From..Seq-1 of Bridge.
+func (e *encoder) delOutbox(k0 int, c *session.Change) {
+	if c.From >= c.Seq {
+		return
+	}
+	if c.Seq-c.From <= pointDeletes {
+		for seq := c.From; seq < c.Seq; seq++ {
+			a := len(e.buf)
+			e.buf = appendOutKey(e.buf, c.Bridge, seq)
+			e.spans = append(e.spans, span{kind: spanDel, a: a, b: len(e.buf)})
+		}
+		return
+	}
+	e.buf = appendNamePrefix(e.buf, prefixOut, c.Bridge)
+	k1 := len(e.buf)
+	e.buf = appendOutKey(e.buf, c.Bridge, c.Seq)
+	sp := span{kind: spanRange, a: k0, b: k1, c: len(e.buf), d: len(e.buf)}
+	if c.From > 0 {
+		e.buf = appendOutKey(e.buf, c.Bridge, c.From)
+		sp.d = len(e.buf)
+	}
+	e.spans = append(e.spans, sp)
 }
 
 func (e *encoder) putMessage(k0 int, m *session.Message) error {
@@ -553,11 +583,12 @@ func (s *Store) ReadQueue(clientID string, from, to uint64, max int, fn func(seq
 
 // ReadOutbox calls fn, in seq order, for the outbox entries of bridge
 // from seq from on, at most max of them (no limit when max <= 0), until
-// fn returns false.
-func (s *Store) ReadOutbox(bridge string, from uint64, max int, fn func(seq uint64, m *session.Message) bool) error {
+// fn returns false. stamp is when the entry entered the outbox (Unix
+// nanoseconds, 0 if unknown).
+func (s *Store) ReadOutbox(bridge string, from uint64, max int, fn func(seq uint64, stamp int64, m *session.Message) bool) error {
 	prefix := appendNamePrefix(nil, prefixOut, bridge)
 	err := s.readSeqs(prefix, from, math.MaxUint64, max, func(seq uint64, rec *MessageRecord) bool {
-		return fn(seq, rec.message())
+		return fn(seq, rec.Stamp, rec.message())
 	})
 	if err != nil {
 		return fmt.Errorf("persist: read outbox of %q: %w", bridge, err)

@@ -457,7 +457,7 @@ func TestOutbox(t *testing.T) {
 		D: session.Delivery{Msg: &session.Message{Topic: "other"}}})
 	read := func(from uint64, max, stopAfter int) []uint64 {
 		var got []uint64
-		err := s.ReadOutbox("b", from, max, func(seq uint64, m *session.Message) bool {
+		err := s.ReadOutbox("b", from, max, func(seq uint64, _ int64, m *session.Message) bool {
 			if m.Topic != fmt.Sprint("o", seq) {
 				t.Errorf("seq %d holds %q", seq, m.Topic)
 			}
@@ -488,6 +488,62 @@ func TestOutbox(t *testing.T) {
 	}
 	if _, _, n, _ := s.OutboxBounds("b/c"); n != 1 {
 		t.Errorf("bridge b/c has %d entries", n)
+	}
+}
+
+// TestOutboxRanges: DelOutbox deletes exactly [From, Seq), key by key
+// when small, as a range delete starting at From when large; stamps are
+// kept.
+func TestOutboxRanges(t *testing.T) {
+	s := openTest(t, Options{Durability: Memory})
+	const n = 3*pointDeletes + 10
+	var b session.Batch
+	for seq := uint64(1); seq <= n; seq++ {
+		b.Add(session.Change{Kind: session.PutOutbox, Bridge: "r", Seq: seq, Stamp: int64(seq) * 1000,
+			D: session.Delivery{Msg: &session.Message{Topic: "t", Payload: []byte("x"), QoS: 1}}})
+		if len(b.Changes) == 1000 {
+			mustCommit(t, s, b.Changes...)
+			b.Reset()
+		}
+	}
+	mustCommit(t, s, b.Changes...)
+	first := func() (uint64, int) {
+		f, _, cnt, err := s.OutboxBounds("r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f, cnt
+	}
+	// Small: seqs 1..99 key by key.
+	mustCommit(t, s, session.Change{Kind: session.DelOutbox, Bridge: "r", From: 1, Seq: 100})
+	if f, cnt := first(); f != 100 || cnt != n-99 {
+		t.Fatalf("after [1,100): first %d, %d entries", f, cnt)
+	}
+	// Large, from the middle: a range delete that keeps what is below From.
+	mustCommit(t, s, session.Change{Kind: session.DelOutbox, Bridge: "r", From: 200, Seq: 200 + 2*pointDeletes})
+	if f, cnt := first(); f != 100 || cnt != n-99-2*pointDeletes {
+		t.Fatalf("after the range: first %d, %d entries", f, cnt)
+	}
+	var seqs []uint64
+	err := s.ReadOutbox("r", 195, 10, func(seq uint64, stamp int64, m *session.Message) bool {
+		if stamp != int64(seq)*1000 {
+			t.Errorf("seq %d: stamp %d", seq, stamp)
+		}
+		seqs = append(seqs, seq)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []uint64{195, 196, 197, 198, 199, 200 + 2*pointDeletes, 201 + 2*pointDeletes, 202 + 2*pointDeletes, 203 + 2*pointDeletes, 204 + 2*pointDeletes}
+	if !slices.Equal(seqs, want) {
+		t.Errorf("read %v, want %v", seqs, want)
+	}
+	// Empty and inverted ranges delete nothing.
+	mustCommit(t, s, session.Change{Kind: session.DelOutbox, Bridge: "r", From: 150, Seq: 150},
+		session.Change{Kind: session.DelOutbox, Bridge: "r", From: 160, Seq: 150})
+	if f, cnt := first(); f != 100 || cnt != n-99-2*pointDeletes {
+		t.Fatalf("after empty ranges: first %d, %d entries", f, cnt)
 	}
 }
 

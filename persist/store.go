@@ -38,9 +38,11 @@ type Op struct {
 	Delete bool
 
 	// rng makes the Op a range delete (see delRange): every key that
-	// starts with Key and, when end is not nil, sorts below end.
-	rng bool
-	end []byte
+	// starts with Key, sorts at or above start (when not nil) and, when
+	// end is not nil, below end.
+	rng   bool
+	start []byte
+	end   []byte
 }
 
 // Put returns an Op that sets key to value.
@@ -63,9 +65,17 @@ func delRange(prefix, end []byte) Op {
 	return Op{Key: prefix, Delete: true, rng: true, end: end}
 }
 
+// delRangeFrom is delRange starting at key start (not nil, with prefix
+// prefix): the keys below it are neither deleted nor walked.
+func delRangeFrom(prefix, start, end []byte) Op {
+	return Op{Key: prefix, Delete: true, rng: true, start: start, end: end}
+}
+
 // inRange reports whether key is covered by the range delete op.
 func (op *Op) inRange(key []byte) bool {
-	return bytes.HasPrefix(key, op.Key) && (op.end == nil || bytes.Compare(key, op.end) < 0)
+	return bytes.HasPrefix(key, op.Key) &&
+		(op.start == nil || bytes.Compare(key, op.start) >= 0) &&
+		(op.end == nil || bytes.Compare(key, op.end) < 0)
 }
 
 // request is one Apply call on its way to the writer.
@@ -476,7 +486,7 @@ func (s *Store) processAlone(one []request) {
 	}
 	for i := range r.ops {
 		if op := &r.ops[i]; op.rng {
-			if err := s.deleteRange(op.Key, op.end); err != nil {
+			if err := s.deleteRange(op.Key, op.start, op.end); err != nil {
 				s.finish(one, s.noSpace(err))
 				return
 			}
@@ -600,8 +610,11 @@ func (s *Store) report(r *request, err error) {
 
 // deleteRange deletes every key starting with prefix and, unless end is
 // nil, below end, in transactions within Badger's limits (see delRange).
-func (s *Store) deleteRange(prefix, end []byte) error {
+func (s *Store) deleteRange(prefix, start, end []byte) error {
 	from := prefix
+	if start != nil {
+		from = start
+	}
 	for {
 		keys, more, err := s.rangeChunk(prefix, from, end)
 		if err != nil {

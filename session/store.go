@@ -78,10 +78,11 @@ const (
 	// DelRetained deletes the retained message of Topic.
 	DelRetained
 	// PutOutbox appends the message D.Msg to the durable outbox of
-	// bridge Bridge at Seq (the bridge numbers its log).
+	// bridge Bridge at Seq (the bridge numbers its log), with Stamp (Unix
+	// nanoseconds) as the time it entered the outbox.
 	PutOutbox
-	// DelOutbox deletes the outbox entries of Bridge with seq < Seq
-	// (the bridge confirmed them).
+	// DelOutbox deletes the outbox entries of Bridge with From <= seq <
+	// Seq (the bridge confirmed or dropped them).
 	DelOutbox
 )
 
@@ -97,6 +98,10 @@ type Change struct {
 	Info     Info
 	Topic    string
 	Bridge   string
+	// Stamp (PutOutbox) is when the message entered the outbox, in Unix
+	// nanoseconds; From (DelOutbox) is the first seq deleted.
+	Stamp int64
+	From  uint64
 }
 
 // Info is what a session record holds besides its client id.
