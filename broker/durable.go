@@ -50,6 +50,11 @@ type txn struct {
 	dests []destRef        // durable queue writes: Committed(seq) after the commit
 	held  []*sess          // sessions queueing msg while it is held
 	sends []sendRef        // QoS 2 PUBLISHes written after their inflight record
+	// outRefs are bridge outbox writes: Outlet.Committed after the commit.
+	outRefs []outRef
+	// refused, when set, is the answer to the publish instead of a commit
+	// (an outlet refused it): nothing is written.
+	refused error
 }
 
 type destRef struct {
@@ -99,7 +104,9 @@ func (t *txn) release() {
 	clear(t.dests)
 	clear(t.held)
 	clear(t.sends)
-	t.dests, t.held, t.sends = t.dests[:0], t.held[:0], t.sends[:0]
+	clear(t.outRefs)
+	t.dests, t.held, t.sends, t.outRefs = t.dests[:0], t.held[:0], t.sends[:0], t.outRefs[:0]
+	t.refused = nil
 	txnPool.Put(t)
 }
 
@@ -115,6 +122,19 @@ func (s *Server) commit(t *txn, then func(error)) {
 	if t.empty() && then == nil {
 		s.afterCommit(t, nil, false)
 		t.release()
+		return
+	}
+	if t.refused != nil {
+		// An ordering barrier: the refusal is answered in packet order.
+		refused := t.refused
+		t.b.Reset()
+		s.store.Commit(&t.b, func(error) {
+			s.afterCommit(t, refused, true)
+			if then != nil {
+				then(refused)
+			}
+			t.release()
+		})
 		return
 	}
 	s.store.Commit(&t.b, func(err error) {
@@ -154,6 +174,9 @@ func (s *Server) commitWait(t *txn) error {
 // PUBLISHes. It runs on the store's writer goroutine (fromStore) or
 // inline.
 func (s *Server) afterCommit(t *txn, err error, fromStore bool) {
+	for _, r := range t.outRefs {
+		r.o.Committed(r.seq, err)
+	}
 	if t.msg != nil {
 		if err != nil {
 			t.msg.Drop()
@@ -254,7 +277,7 @@ func (c *client) sendDeferredLocked(ss *sess, id uint16, t *txn) {
 // keep the order of the packets they answer [MQTT-4.6.0-2]. Only the
 // serve goroutine calls it.
 func (c *client) ackAfter(t *txn, a packet.Ack) {
-	if t.empty() && c.pendingAcks.Load() == 0 {
+	if t.empty() && (t == nil || t.refused == nil) && c.pendingAcks.Load() == 0 {
 		c.srv.commit(t, nil)
 		c.appendPacket(&a)
 		c.markDirty(c)

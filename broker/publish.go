@@ -63,6 +63,10 @@ func (c *client) handlePublish(p *packet.Publish) error {
 			msg.Expiry = c.srv.now().Add(time.Duration(p.Props.MessageExpiry) * time.Second)
 		}
 	}
+	if err := c.srv.offer(msg, t); err != nil {
+		// A bridge's outbox is full and refuses: the message goes nowhere.
+		return c.refusePublish(p, t, err)
+	}
 	if p.QoS == 2 && t != nil {
 		msg.Hold() // queues keep it until its publish is durable
 		t.msg = msg
@@ -79,6 +83,28 @@ func (c *client) handlePublish(p *packet.Publish) error {
 	case 2:
 		c.ackAfter(t, packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}) // [MQTT-4.3.3-8]
 	}
+	return nil
+}
+
+// refusePublish answers a publish an outlet refused (err wraps
+// session.ErrFull): QoS 0 is dropped; QoS 1/2 get their PUBACK/PUBREC with
+// 0x97 (v5) or the connection is closed (3.1.1), in packet order, and
+// nothing of the publish is written.
+func (c *client) refusePublish(p *packet.Publish, t *txn, err error) error {
+	c.srv.stats.RefusedBridge.Add(1)
+	switch {
+	case p.QoS == 0:
+		c.srv.commit(t, nil)
+		return nil
+	case t == nil:
+		t = &txn{} // a memory store: one txn just to carry the refusal
+	}
+	t.refused = err
+	kind := packet.PUBACK
+	if p.QoS == 2 {
+		kind = packet.PUBREC
+	}
+	c.ackAfter(t, packet.Ack{Kind: kind, PacketID: p.PacketID})
 	return nil
 }
 

@@ -25,7 +25,8 @@
 // stale and does nothing.
 //
 // Shutdown order: listeners, then every connection (v5 DISCONNECT 0x8B,
-// wills published), then timers, then the store.
+// wills published), then timers, then the OnStop hooks (bridges), then
+// the store.
 package broker
 
 import (
@@ -78,6 +79,9 @@ type Server struct {
 	batchHook bool
 	flushMu   sync.Mutex
 	flushq    []*client
+
+	outlets []Outlet // bridges (AddOutlet, before Start)
+	onStop  []func() // run by Shutdown before the store closes
 
 	wg     sync.WaitGroup // every goroutine the server starts
 	stats  Stats
@@ -237,6 +241,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ss.mu.Unlock()
 	}
 	s.smu.Unlock()
+	for _, fn := range s.onStop {
+		fn()
+	}
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("shutdown: close store: %w", err)
 	}

@@ -17,13 +17,14 @@ type Stats struct {
 	RefusedFull    atomic.Int64 // answers refused (v5 0x97) or connections closed (3.1.1): the store was full
 	DroppedFull    atomic.Int64 // other changes not stored because the store was full (e.g. a QoS 0 retained message, kept in memory only)
 	StoreErrors    atomic.Int64 // failed store commits and reads
+	RefusedBridge  atomic.Int64 // publishes refused because a bridge's outbox was full (when_full: refuse)
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
 	Connections, Accepted, MessagesIn, MessagesOut                           int64
 	DroppedQoS0, DroppedQueue, DroppedTooBig, DroppedExpired, DroppedOffline int64
-	RefusedFull, DroppedFull, StoreErrors                                    int64
+	RefusedFull, DroppedFull, StoreErrors, RefusedBridge                     int64
 	Sessions, Subscriptions, Retained                                        int
 }
 
@@ -40,6 +41,7 @@ func (s *Server) Stats() StatsSnapshot {
 		DroppedTooBig: st.DroppedTooBig.Load(), DroppedExpired: st.DroppedExpired.Load(),
 		DroppedOffline: st.DroppedOffline.Load(),
 		RefusedFull:    st.RefusedFull.Load(), DroppedFull: st.DroppedFull.Load(), StoreErrors: st.StoreErrors.Load(),
-		Sessions: n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
+		RefusedBridge: st.RefusedBridge.Load(),
+		Sessions:      n, Subscriptions: s.trie.Len(), Retained: s.retained.Len(),
 	}
 }

@@ -1,0 +1,55 @@
+package bridge
+
+import (
+	"time"
+
+	"github.com/ferrymq/ferrymq/broker/packet"
+	"github.com/ferrymq/ferrymq/session"
+)
+
+// handleInbound publishes a downlink message locally with the first
+// receive rule that maps its topic, and acknowledges it upstream only once
+// it is durable here (Nack otherwise: the upstream keeps it). A message no
+// rule maps is acknowledged and counted: it can never be delivered.
+func (b *Bridge) handleInbound(in *Inbound) {
+	i, topic := FirstMatch(b.recv, in.Topic)
+	if i < 0 {
+		b.stats.DroppedUnmapped.Add(1)
+		b.log.Warn("downlink message matches no receive rule; dropped", "topic", in.Topic)
+		in.Ack()
+		return
+	}
+	m := fromMessage(&in.Message, b.opts.Now())
+	m.Topic, m.Origin = topic, b.origin
+	m.QoS = min(max(in.QoS, 1), b.recvQS[i])
+	if b.recvQS[i] == 0 {
+		m.QoS = 0
+	}
+	b.opts.Inject(m, func(err error) {
+		if err != nil {
+			b.log.Warn("downlink message not stored; the upstream keeps it", "topic", topic, "err", err)
+			in.Nack()
+			return
+		}
+		b.stats.Received.Add(1)
+		in.Ack()
+	})
+}
+
+// fromMessage converts an upstream message to a local one.
+func fromMessage(in *Message, now time.Time) *session.Message {
+	m := &session.Message{Topic: in.Topic, Payload: in.Payload, QoS: in.QoS, Retain: in.Retain}
+	p := &m.Props
+	p.ResponseTopic, p.ContentType = in.ResponseTopic, in.ContentType
+	if in.CorrelationData != nil {
+		p.CorrelationData = in.CorrelationData
+		p.Mark(packet.PropCorrelationData)
+	}
+	for _, u := range in.User {
+		p.User = append(p.User, packet.UserProperty{Key: u.Key, Value: u.Value})
+	}
+	if in.Expiry > 0 {
+		m.Expiry = now.Add(in.Expiry)
+	}
+	return m
+}
