@@ -330,6 +330,32 @@ func TestDeadLetter(t *testing.T) {
 	if dead[0] != "site1/t bad" {
 		t.Errorf("dead letters %q", dead)
 	}
+	// The operator replays it (broker stopped): it is sent again.
+	h.close()
+	s, err := persist.Open(persist.Options{Dir: h.dir, Durability: persist.Batch, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	ListDeadLetters(s, "cloud", func(DeadLetter) bool { n++; return true })
+	moved, err := ReplayDeadLetters(s, "cloud", time.Now())
+	s.Close()
+	if n != 1 || moved != 1 || err != nil {
+		t.Fatalf("listed %d, replayed %d: %v", n, moved, err)
+	}
+	h.srv.mu.Lock()
+	h.srv.reject = nil
+	h.srv.mu.Unlock()
+	h.open()
+	waitFor(t, "the replayed message", func() bool { return len(h.srv.received()) == 21 })
+	if got := h.srv.received(); string(got[20].Payload) != "bad" {
+		t.Errorf("replayed %q", got[20].Payload)
+	}
+	n = 0
+	ListDeadLetters(h.store, "cloud", func(DeadLetter) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d dead letters left", n)
+	}
 }
 
 func TestNoLoopAndQoS0(t *testing.T) {
