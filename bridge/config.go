@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -250,7 +251,9 @@ func ValidateAll(cs []Config, path string) error {
 			names[c.Name] = i
 		}
 		if ep, err := c.Upstream.Parse(); err == nil && !ep.AMQP() && c.ClientID != "" {
-			k := ep.Address() + " " + c.ClientID
+			// Host names are case-insensitive: MQTT://Broker and
+			// mqtt://broker are one broker, one session namespace.
+			k := strings.ToLower(ep.Address()) + " " + c.ClientID
 			if j, dup := clients[k]; dup {
 				l.add(p+".client_id", "%q is already the client id of %s[%d] on %s", c.ClientID, path, j, ep.Address())
 			} else {
@@ -301,6 +304,9 @@ func (c *Config) validateName(l *errList) {
 // validateUpstream checks upstream, client_id and exchange, and returns
 // the parsed upstream (nil when invalid).
 func (c *Config) validateUpstream(l *errList) *Endpoint {
+	if msg := checkClientID(c.ClientID); msg != "" {
+		l.add("client_id", "%s", msg)
+	}
 	if c.Upstream == "" {
 		l.add("upstream", "required (amqp://, amqps://, mqtt:// or mqtts:// URL)")
 		return nil
@@ -309,9 +315,6 @@ func (c *Config) validateUpstream(l *errList) *Endpoint {
 	if err != nil {
 		l.add("upstream", "%v", err)
 		return nil
-	}
-	if msg := checkClientID(c.ClientID); msg != "" {
-		l.add("client_id", "%s", msg)
 	}
 	if !ep.AMQP() {
 		if c.ClientID == "" {
@@ -322,9 +325,12 @@ func (c *Config) validateUpstream(l *errList) *Endpoint {
 		}
 		return ep
 	}
-	if c.ClientID == "" && len(c.Receive) > 0 {
-		l.add("client_id", "required with receive rules on an AMQP upstream: it names this gateway's durable queue (%s)", c.DownlinkQueue())
-	} else if q := c.DownlinkQueue(); len(q) > MaxKeyLength {
+	switch q := c.DownlinkQueue(); {
+	case len(c.Receive) == 0:
+		// No downlink queue: the client id is not used.
+	case c.ClientID == "":
+		l.add("client_id", "required with receive rules on an AMQP upstream: it names this gateway's durable queue (%s)", q)
+	case len(q) > MaxKeyLength:
 		l.add("client_id", "too long: the downlink queue name %q would exceed %d bytes", q, MaxKeyLength)
 	}
 	if msg := checkAMQPName(c.Exchange); msg != "" {
@@ -409,7 +415,7 @@ func (c *Config) validateBacklog(l *errList) {
 		l.add("backlog.max_bytes", "must not be negative")
 	}
 	if b.MaxAge < 0 {
-		l.add("backlog.max_age", "must be positive")
+		l.add("backlog.max_age", "must not be negative")
 	}
 	switch b.WhenFull {
 	case DropOldest, DropNew, Refuse:
@@ -450,7 +456,9 @@ func (c *Config) DownlinkQueue() string {
 }
 
 // UpstreamURL is an upstream broker URL. It is a string in the config;
-// printing it (String, %v, %#v, slog) hides the password.
+// printing or encoding it (String, every fmt verb, slog, JSON and YAML
+// encoding through MarshalText) hides the password. The config is read,
+// never written back, so nothing needs the password in encoded form.
 type UpstreamURL string
 
 // Upstream URL schemes.
@@ -464,26 +472,62 @@ const (
 // defaultPorts by scheme.
 var defaultPorts = map[string]int{SchemeAMQP: 5672, SchemeAMQPS: 5671, SchemeMQTT: 1883, SchemeMQTTS: 8883}
 
-// String returns the URL with its password replaced by "xxxxx".
+// redacted replaces passwords in printed URLs.
+const redacted = "xxxxx"
+
+// String returns the URL with its password replaced by "xxxxx". When the
+// user info is not what url.Parse would read (no "://", or a '/', '?' or
+// '#' before the last '@': a password with an unescaped '/' is cut there),
+// everything that may be user info, between "://" and the last '@', is
+// hidden, user name included.
 func (u UpstreamURL) String() string {
 	s := string(u)
-	if pu, err := url.Parse(s); err == nil {
-		return pu.Redacted()
+	start, at, ok := splitUserinfo(s)
+	if at < 0 {
+		return s // no '@': no user info, nothing to hide
 	}
-	// Unparsable: hide everything between "://" and the last '@'.
-	if i := strings.Index(s, "://"); i >= 0 {
-		if j := strings.LastIndexByte(s, '@'); j > i {
-			return s[:i+3] + "xxxxx" + s[j:]
+	if ok {
+		if pu, err := url.Parse(s); err == nil && pu.User != nil {
+			return pu.Redacted()
 		}
 	}
-	return s
+	return s[:start] + redacted + s[at:]
+}
+
+// splitUserinfo locates the user info of s: from start (after the first
+// "://" before the last '@'; 0 when there is none) to at, the last '@' of
+// s (-1 when s has none). ok reports whether s has a scheme and the '@'
+// ends its authority (no '/', '?' or '#' before it): only then does
+// url.Parse read the same user info.
+func splitUserinfo(s string) (start, at int, ok bool) {
+	at = strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return 0, -1, false
+	}
+	i := strings.Index(s[:at], "://")
+	if i < 0 {
+		return 0, at, false
+	}
+	start = i + 3
+	return start, at, !strings.ContainsAny(s[start:at], "/?#")
 }
 
 // GoString hides the password from %#v too.
 func (u UpstreamURL) GoString() string { return strconv.Quote(u.String()) }
 
+// Format hides the password from every fmt verb (%s, %v, %q, %x, even
+// %d), as if u were the string String returns.
+func (u UpstreamURL) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), u.String())
+}
+
 // LogValue hides the password from slog.
 func (u UpstreamURL) LogValue() slog.Value { return slog.StringValue(u.String()) }
+
+// MarshalText hides the password from encoders (JSON, as used by
+// slog.JSONHandler for a whole Config, and YAML). Decoding reads the
+// plain string: there is no UnmarshalText.
+func (u UpstreamURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
 
 // isAMQP reports whether u has an AMQP scheme (whether or not it is
 // otherwise valid).
@@ -493,7 +537,8 @@ func (u UpstreamURL) isAMQP() bool {
 	return scheme == SchemeAMQP || scheme == SchemeAMQPS
 }
 
-// Endpoint is a parsed, valid UpstreamURL.
+// Endpoint is a parsed, valid UpstreamURL. Printing or encoding it hides
+// the password, as for UpstreamURL; URL returns the full URL.
 type Endpoint struct {
 	Scheme   string // amqp, amqps, mqtt or mqtts
 	Host     string // host name or IP address (no brackets)
@@ -507,45 +552,85 @@ type Endpoint struct {
 }
 
 // AMQP reports whether the upstream speaks AMQP 0-9-1 (else MQTT).
-func (e *Endpoint) AMQP() bool { return e.Scheme == SchemeAMQP || e.Scheme == SchemeAMQPS }
+func (e Endpoint) AMQP() bool { return e.Scheme == SchemeAMQP || e.Scheme == SchemeAMQPS }
 
 // TLS reports whether the connection uses TLS (amqps, mqtts).
-func (e *Endpoint) TLS() bool { return e.Scheme == SchemeAMQPS || e.Scheme == SchemeMQTTS }
+func (e Endpoint) TLS() bool { return e.Scheme == SchemeAMQPS || e.Scheme == SchemeMQTTS }
 
 // Address returns host:port, for dialing.
-func (e *Endpoint) Address() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+func (e Endpoint) Address() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
 
 // URL returns the full URL, password included, with the port made
 // explicit: for the client library, never for logs.
-func (e *Endpoint) URL() string {
-	u := *e.url
-	u.Host = e.Address()
-	return u.String()
-}
+func (e Endpoint) URL() string { return e.full().String() }
 
 // String returns the URL without its password, for logs.
-func (e *Endpoint) String() string {
-	u := *e.url
-	u.Host = e.Address()
-	return u.Redacted()
+func (e Endpoint) String() string { return e.full().Redacted() }
+
+// GoString hides the password from %#v.
+func (e Endpoint) GoString() string {
+	pw := ""
+	if e.Password != "" {
+		pw = redacted
+	}
+	return fmt.Sprintf("bridge.Endpoint{Scheme:%q, Host:%q, Port:%d, Username:%q, Password:%q, Vhost:%q}",
+		e.Scheme, e.Host, e.Port, e.Username, pw, e.Vhost)
 }
 
-// Parse checks the URL and splits it. Errors never contain the password.
-func (u UpstreamURL) Parse() (*Endpoint, error) {
-	pu, err := url.Parse(string(u))
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error repeats the URL, password included
+// Format hides the password from every fmt verb: %#v is GoString, the
+// others format String.
+func (e Endpoint) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		io.WriteString(f, e.GoString())
+		return
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), e.String())
+}
+
+// LogValue hides the password from slog.
+func (e Endpoint) LogValue() slog.Value { return slog.StringValue(e.String()) }
+
+// MarshalText hides the password from encoders (JSON, YAML).
+func (e Endpoint) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
+
+// full returns a copy of the parsed URL with the port made explicit (a URL
+// built from the fields for an Endpoint that Parse did not make).
+func (e Endpoint) full() *url.URL {
+	var u url.URL
+	if e.url != nil {
+		u = *e.url
+	} else {
+		u.Scheme = e.Scheme
+		if e.Password != "" {
+			u.User = url.UserPassword(e.Username, e.Password)
+		} else if e.Username != "" {
+			u.User = url.User(e.Username)
 		}
-		return nil, fmt.Errorf("%s: %v", u, err)
+		if e.AMQP() && e.Vhost != "" && e.Vhost != "/" {
+			u.Path = "/" + e.Vhost
+		}
 	}
-	port, ok := defaultPorts[pu.Scheme]
-	if !ok {
-		return nil, fmt.Errorf("%s: the scheme must be amqp, amqps, mqtt or mqtts", u)
+	u.Host = e.Address()
+	return &u
+}
+
+// Parse checks the URL and splits it. Errors never contain the password
+// (nor, when the user info itself is malformed, any of it).
+func (u UpstreamURL) Parse() (*Endpoint, error) {
+	scheme, _, found := strings.Cut(string(u), "://")
+	port, known := defaultPorts[strings.ToLower(scheme)]
+	if !found || !known {
+		return nil, fmt.Errorf("%s: not an amqp://, amqps://, mqtt:// or mqtts:// URL", u)
 	}
-	if pu.Opaque != "" || pu.Hostname() == "" {
+	pu, err := parseURL(string(u))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	if pu.Hostname() == "" {
 		return nil, fmt.Errorf("%s: no host (write %s://host:port/)", u, pu.Scheme)
+	}
+	if strings.Contains(pu.Hostname(), ":") && !strings.HasPrefix(pu.Host, "[") {
+		return nil, fmt.Errorf("%s: an IPv6 address goes in brackets (%s://[::1]:%d/)", u, pu.Scheme, port)
 	}
 	if p := pu.Port(); p != "" {
 		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
@@ -571,4 +656,37 @@ func (u UpstreamURL) Parse() (*Endpoint, error) {
 		return nil, fmt.Errorf("%s: an MQTT upstream URL has no path or query", u)
 	}
 	return ep, nil
+}
+
+// Errors of parseURL. Neither quotes the URL: the user info may be there.
+var (
+	errAtAfterHost = errors.New("an '@' after the host: percent-encode '/', '?', '#' and '@' in the user name and password (%2F, %3F, %23, %40), and '@' in the path (%40)")
+	errUserinfo    = errors.New("the user name or password is not valid in a URL: percent-encode its reserved characters (e.g. ' ' as %20, '%' as %25)")
+)
+
+// parseURL parses s (it has a "://") so that no error shows its user
+// info: url.Parse reports the first problem it meets, quoting it, and a
+// password with a '/' or a '%' in it would be quoted. It parses s with the
+// user info masked first, so its errors concern the rest; if that parses,
+// an error of the real s can only come from the user info.
+func parseURL(s string) (*url.URL, error) {
+	start, at, ok := splitUserinfo(s)
+	if at >= 0 && !ok {
+		return nil, errAtAfterHost
+	}
+	masked := s
+	if at >= 0 {
+		masked = s[:start] + "user:" + redacted + s[at:]
+	}
+	if _, err := url.Parse(masked); err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // url.Error repeats the URL
+		}
+		return nil, err
+	}
+	pu, err := url.Parse(s)
+	if err != nil {
+		return nil, errUserinfo
+	}
+	return pu, nil
 }
