@@ -36,10 +36,14 @@ import (
 //
 // The rendered topic must be a valid MQTT topic name, or Map reports no
 // match: an empty result ("{1}" when '#' captured nothing) or one longer
-// than topics.MaxLength is refused. A rendered topic starts with '$' (the
-// namespace reserved for brokers, [MQTT-4.7.2-1]) only when the template
-// itself starts with '$' or from starts with a literal $-level: a capture
-// never moves a remote "cmd/$SYS/x" into the local "$SYS/x".
+// than topics.MaxLength is refused. It never contains '+' or '#': the
+// template cannot, and neither can a topic name. A rendered topic starts
+// with '$' (the namespace reserved for brokers, [MQTT-4.7.2-1]) only when
+// the template itself starts with '$', or starts with {topic} and from
+// starts with a literal $-level (from "$SYS/broker/#" to "{topic}"): a
+// capture never moves a remote "cmd/$SYS/x" into the local "$SYS/x", nor
+// "$SYS/$x" into "$x" (from "$SYS/#" to "{1}"). A template cannot start
+// with "$share/": that prefix names shared subscriptions, not topics.
 
 // Placeholder is the template that renders the whole topic unchanged; an
 // empty template means the same.
@@ -83,21 +87,23 @@ func Compile(from, to string) (*Rule, error) {
 		return nil, fmt.Errorf("from %q: %w", from, err)
 	}
 	r := &Rule{from: from, to: to, levels: levels}
-	for i, l := range levels {
+	for _, l := range levels {
 		if l == "+" || l == "#" {
 			r.wild++
 			if l == "#" {
 				r.hashRef = r.wild
 			}
-		} else if i == 0 && strings.HasPrefix(l, "$") {
-			r.dollarOK = true
 		}
 	}
 	if to == "" {
 		to = Placeholder
 	}
 	r.identity = to == Placeholder
-	r.dollarOK = r.dollarOK || strings.HasPrefix(to, "$")
+	// A leading '$' of the output comes from the template's own text, or
+	// from {topic} where from selects $-topics by name; never from a
+	// capture (see the notes above).
+	fromDollar := !isWildcard(levels[0]) && strings.HasPrefix(levels[0], "$")
+	r.dollarOK = strings.HasPrefix(to, "$") || fromDollar && strings.HasPrefix(to, Placeholder)
 	if r.tmpl, err = compileTemplate(to, r.wild, r.hashRef); err != nil {
 		return nil, fmt.Errorf("to %q: %w", to, err)
 	}
@@ -142,6 +148,8 @@ func compileTemplate(to string, wild, hashRef int) ([]piece, error) {
 		return nil, topics.ErrNullChar
 	case strings.ContainsAny(to, "+#"):
 		return nil, errors.New("a template cannot contain '+' or '#': it renders a topic name")
+	case strings.HasPrefix(to, "$share/"):
+		return nil, errors.New("a template cannot start with \"$share/\": it renders a topic name, not a shared subscription")
 	}
 	ps, err := parseTemplate(to, wild)
 	if err != nil {
@@ -212,10 +220,23 @@ func parseRef(name string, wild int) (int, error) {
 
 // splitHashSeparators marks, for each reference to the trailing '#' that
 // is a whole level of the template, one adjacent '/' as present only when
-// '#' captured something: the one before it, else the one after it.
+// '#' captured something: the one before it, else (first level, or the
+// one before already taken by a repeated reference: "{1}/{1}/x") the one
+// after it. One pass, linear in the number of pieces.
 func splitHashSeparators(ps []piece, hashRef int) []piece {
-	for i := 0; i < len(ps); i++ {
-		if ps[i].ref != hashRef {
+	out := make([]piece, 0, len(ps)+len(ps)/2)
+	sep := piece{lit: "/", ref: -1, ifHash: true}
+	claimNext := false // the next literal's leading '/' is taken
+	for i, p := range ps {
+		if claimNext && p.ref < 0 {
+			claimNext = false
+			out = append(out, sep)
+			if p.lit = p.lit[1:]; p.lit == "" {
+				continue
+			}
+		}
+		out = append(out, p)
+		if p.ref != hashRef {
 			continue
 		}
 		before := i == 0 || isSepEnd(ps[i-1])
@@ -223,38 +244,17 @@ func splitHashSeparators(ps []piece, hashRef int) []piece {
 		if !before || !after {
 			continue // part of a level: renders ""
 		}
-		switch {
-		case i > 0 && !ps[i-1].ifHash:
-			p := ps[i-1]
-			sep := piece{lit: "/", ref: -1, ifHash: true}
-			if rest := p.lit[:len(p.lit)-1]; rest != "" {
-				ps = insert(ps, i-1, piece{lit: rest, ref: -1}, sep)
-				i++
-			} else {
-				ps[i-1] = sep
-			}
-		case i > 0:
-			// The separator before is already conditional (a repeated
-			// reference, "{1}/{1}"): nothing more to drop.
-		case i+1 < len(ps):
-			p := ps[i+1]
-			sep := piece{lit: "/", ref: -1, ifHash: true}
-			if rest := p.lit[1:]; rest != "" {
-				ps = insert(ps, i+1, sep, piece{lit: rest, ref: -1})
-			} else {
-				ps[i+1] = sep
-			}
+		switch prev := &out[max(len(out)-2, 0)]; {
+		case i > 0 && !prev.ifHash && prev.lit == "/":
+			prev.ifHash = true
+		case i > 0 && !prev.ifHash:
+			prev.lit = prev.lit[:len(prev.lit)-1]
+			out = append(out[:len(out)-1], sep, p)
+		default:
+			claimNext = i+1 < len(ps)
 		}
 	}
-	return ps
-}
-
-// insert replaces ps[i] by a and b.
-func insert(ps []piece, i int, a, b piece) []piece {
-	out := make([]piece, 0, len(ps)+1)
-	out = append(out, ps[:i]...)
-	out = append(out, a, b)
-	return append(out, ps[i+1:]...)
+	return out
 }
 
 func isSepEnd(p piece) bool   { return p.ref < 0 && strings.HasSuffix(p.lit, "/") }
