@@ -80,8 +80,9 @@ type Server struct {
 	flushMu   sync.Mutex
 	flushq    []*client
 
-	outlets []Outlet // bridges (AddOutlet, before Start)
-	onStop  []func() // run by Shutdown before the store closes
+	outlets  []Outlet // bridges (AddOutlet, before Start)
+	onStop   []func() // run by Shutdown before the store closes, once
+	stopOnce sync.Once
 
 	wg     sync.WaitGroup // every goroutine the server starts
 	stats  Stats
@@ -241,9 +242,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ss.mu.Unlock()
 	}
 	s.smu.Unlock()
-	for _, fn := range s.onStop {
-		fn()
-	}
+	s.stopOnce.Do(func() {
+		for _, fn := range s.onStop {
+			fn()
+		}
+	})
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("shutdown: close store: %w", err)
 	}
