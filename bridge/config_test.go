@@ -48,7 +48,7 @@ func errPaths(t *testing.T, err error) []string {
 	return paths
 }
 
-func qos(q byte) *byte { return &q }
+func qosPtr(q byte) *byte { return &q }
 
 // mqttBridge is a valid MQTT bridge before ApplyDefaults.
 func mqttBridge() Config {
@@ -57,7 +57,7 @@ func mqttBridge() Config {
 		Upstream: "mqtts://gw:pw@broker.example",
 		ClientID: "gw-1",
 		Forward:  []ForwardRule{{From: "sensors/#", To: "site1/sensors/{1}"}, {From: "alarms/+"}},
-		Receive:  []ReceiveRule{{From: "cmd/gw-1/#", To: "cmd/{1}", QoS: qos(2)}},
+		Receive:  []ReceiveRule{{From: "cmd/gw-1/#", To: "cmd/{1}", QoS: qosPtr(2)}},
 	}
 }
 
@@ -77,9 +77,9 @@ func TestConfigApplyDefaults(t *testing.T) {
 	c.ApplyDefaults()
 	want := amqpBridge()
 	want.Exchange = DefaultExchange
-	want.Forward[0].QoS = qos(DefaultQoS)
+	want.Forward[0].QoS = qosPtr(DefaultQoS)
 	want.Receive[0].To = Placeholder
-	want.Receive[0].QoS = qos(DefaultQoS)
+	want.Receive[0].QoS = qosPtr(DefaultQoS)
 	want.Backlog = Backlog{MaxBytes: DefaultMaxBytes, MaxAge: DefaultMaxAge, WhenFull: DropOldest}
 	want.Replay = Replay{MaxInflight: DefaultMaxInflight}
 	want.Reconnect = Reconnect{Min: time.Second, Max: 2 * time.Minute}
@@ -99,7 +99,7 @@ func TestConfigApplyDefaults(t *testing.T) {
 
 func TestConfigApplyDefaultsKeepsValues(t *testing.T) {
 	c := mqttBridge()
-	c.Forward[0].QoS = qos(0)
+	c.Forward[0].QoS = qosPtr(0)
 	c.Backlog = Backlog{MaxBytes: 10, MaxAge: time.Hour, WhenFull: Refuse}
 	c.Replay = Replay{MaxInflight: 3, MaxRate: 2.5}
 	c.Reconnect = Reconnect{Min: 5 * time.Minute}
@@ -184,8 +184,8 @@ var validateCases = []struct {
 		paths: []string{"bridges[0].forward[0].from"}},
 	{name: "bad from and bad to", edit: func(c *Config) { c.Forward[0].From = "a+"; c.Forward[0].To = "{x}" },
 		paths: []string{"bridges[0].forward[0].from", "bridges[0].forward[0].to"}},
-	{name: "forward qos 3", edit: func(c *Config) { c.Forward[1].QoS = qos(3) }, paths: []string{"bridges[0].forward[1].qos"}, msg: "not 0, 1 or 2"},
-	{name: "receive qos 3", edit: func(c *Config) { c.Receive[0].QoS = qos(3) }, paths: []string{"bridges[0].receive[0].qos"}},
+	{name: "forward qos 3", edit: func(c *Config) { c.Forward[1].QoS = qosPtr(3) }, paths: []string{"bridges[0].forward[1].qos"}, msg: "not 0, 1 or 2"},
+	{name: "receive qos 3", edit: func(c *Config) { c.Receive[0].QoS = qosPtr(3) }, paths: []string{"bridges[0].receive[0].qos"}},
 	{name: "receive to bad", edit: func(c *Config) { c.Receive[0].To = "}" }, paths: []string{"bridges[0].receive[0].to"}},
 	{name: "mqtt receive literal star", edit: func(c *Config) { c.Receive[0].From = "cmd/*/x"; c.Receive[0].To = "" }},
 	{name: "amqp receive literal star", amqp: true, edit: func(c *Config) { c.Receive[0].From = "cmd/*/x" },
@@ -449,43 +449,43 @@ func TestUpstreamURLString(t *testing.T) {
 	}
 }
 
-// secret is the distinctive password of TestPasswordNeverShown; "%zz" is
-// in some of its spellings too (an invalid escape url.Parse would quote).
-const secret = "S3cr3tPw"
+// testPassword is the distinctive password of TestPasswordNeverShown;
+// "%zz" follows it in one spelling (an invalid escape url.Parse quotes).
+const testPassword = "S3cr3tPw"
 
-// secretURLs spell the secret in valid and invalid upstream URLs, the
+// secretURLs spell testPassword in valid and invalid upstream URLs, the
 // invalid ones in every way that once made an error or String quote part
 // of the user info.
 var secretURLs = []string{
-	"amqp://gw:" + secret + "@rabbit/site",
-	"amqps://gw:" + secret + "@rabbit:5671/?heartbeat=10",
-	"mqtt://gw:" + secret + "@broker",
-	"mqtts://gw:" + secret + "@[::1]:8883",
-	"mqtt://gw:" + secret + "@broker/path",
-	"mqtt://gw:" + secret + "@broker:0",
-	"mqtt://gw:" + secret + "@broker/#",
-	"amqp://gw:" + secret + "@",
-	"amqp://gw:" + secret + "@::1",
-	"amqp://gw:" + secret + "/x@rabbit",
-	"amqp://gw:5672?" + secret + "@rabbit",
-	"amqp://gw:1#" + secret + "@rabbit",
-	"amqp://gw:" + secret + "%zz@rabbit",
-	"amqp://gw:" + secret + " x@rabbit",
-	"amqp://gw:" + secret + "\x01@rabbit",
-	"amqp://gw:" + secret + "@rab bit",
-	"amqp://gw:p@ss" + secret + "@rabbit",
-	"amqp://" + secret + ":x/y@rabbit",
-	"amqp://gw:" + secret + "@rabbit/v@x",
-	"ftp://gw:" + secret + "@rabbit",
-	"gw:" + secret + "@rabbit",
-	"gw:" + secret + "@rabbit://x",
-	"/x://gw:" + secret + "@rabbit",
+	"amqp://gw:" + testPassword + "@rabbit/site",
+	"amqps://gw:" + testPassword + "@rabbit:5671/?heartbeat=10",
+	"mqtt://gw:" + testPassword + "@broker",
+	"mqtts://gw:" + testPassword + "@[::1]:8883",
+	"mqtt://gw:" + testPassword + "@broker/path",
+	"mqtt://gw:" + testPassword + "@broker:0",
+	"mqtt://gw:" + testPassword + "@broker/#",
+	"amqp://gw:" + testPassword + "@",
+	"amqp://gw:" + testPassword + "@::1",
+	"amqp://gw:" + testPassword + "/x@rabbit",
+	"amqp://gw:5672?" + testPassword + "@rabbit",
+	"amqp://gw:1#" + testPassword + "@rabbit",
+	"amqp://gw:" + testPassword + "%zz@rabbit",
+	"amqp://gw:" + testPassword + " x@rabbit",
+	"amqp://gw:" + testPassword + "\x01@rabbit",
+	"amqp://gw:" + testPassword + "@rab bit",
+	"amqp://gw:p@ss" + testPassword + "@rabbit",
+	"amqp://" + testPassword + ":x/y@rabbit",
+	"amqp://gw:" + testPassword + "@rabbit/v@x",
+	"ftp://gw:" + testPassword + "@rabbit",
+	"gw:" + testPassword + "@rabbit",
+	"gw:" + testPassword + "@rabbit://x",
+	"/x://gw:" + testPassword + "@rabbit",
 }
 
-// leaks reports whether s shows the secret, or the invalid escape next to
-// it, in clear or in hex.
-func leaks(s string) bool {
-	for _, bad := range []string{secret, "%zz", fmt.Sprintf("%x", secret)} {
+// showsPassword reports whether s shows testPassword, or the invalid
+// escape next to it, in clear or in hex.
+func showsPassword(s string) bool {
+	for _, bad := range []string{testPassword, "%zz", fmt.Sprintf("%x", testPassword), fmt.Sprintf("%X", testPassword)} {
 		if strings.Contains(s, bad) {
 			return true
 		}
@@ -493,8 +493,8 @@ func leaks(s string) bool {
 	return false
 }
 
-// printed formats v every way a log line or an error might.
-func printed(v any) []string {
+// printedForms formats v every way a log line or an error might.
+func printedForms(v any) []string {
 	var out []string
 	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%10.40s", "%T %[1]v"} {
 		out = append(out, fmt.Sprintf(f, v))
@@ -517,22 +517,22 @@ func TestPasswordNeverShown(t *testing.T) {
 		c := mqttBridge()
 		c.Upstream = u
 		c.ApplyDefaults()
-		shown := printed(u)
-		shown = append(shown, printed(c)...)
-		shown = append(shown, printed(&c)...)
+		shown := printedForms(u)
+		shown = append(shown, printedForms(c)...)
+		shown = append(shown, printedForms(&c)...)
 		shown = append(shown, fmt.Sprint(c.Validate("bridges[0]")), fmt.Sprint(ValidateAll([]Config{c, c}, "bridges")))
 		ep, err := u.Parse()
 		shown = append(shown, fmt.Sprint(err))
 		if err == nil {
-			if !strings.Contains(ep.URL(), secret) {
+			if !strings.Contains(ep.URL(), testPassword) {
 				t.Errorf("%q: URL() %q lost the password", raw, ep.URL())
 			}
 			shown = append(shown, ep.String())
-			shown = append(shown, printed(ep)...)
-			shown = append(shown, printed(*ep)...)
+			shown = append(shown, printedForms(ep)...)
+			shown = append(shown, printedForms(*ep)...)
 		}
 		for _, s := range shown {
-			if leaks(s) {
+			if showsPassword(s) {
 				t.Errorf("%q: the password shows in %q", raw, s)
 			}
 		}
