@@ -81,7 +81,7 @@ func newForwarder(b *Bridge, first uint64) *forwarder {
 // backoff, until ctx ends.
 func (f *forwarder) loop(ctx context.Context) {
 	b := f.b
-	bo := tmpBackoff{min: f.cfg.Reconnect.Min, max: f.cfg.Reconnect.Max}
+	bo := Backoff{Min: f.cfg.Reconnect.Min, Max: f.cfg.Reconnect.Max}
 	defer f.flushDeletes(true)
 	for ctx.Err() == nil {
 		b.setState(StateConnecting)
@@ -210,9 +210,22 @@ func (f *forwarder) forward(ctx context.Context, up Upstream) error {
 	}
 }
 
+// window is how many messages may await confirmation on up: max_inflight,
+// or less when the upstream says so (MQTT Receive Maximum).
+func (f *forwarder) window(up Upstream) int {
+	w := f.cfg.Replay.MaxInflight
+	if rm, ok := up.(interface{ ReceiveMaximum() int }); ok {
+		if n := rm.ReceiveMaximum(); n > 0 {
+			w = min(w, n)
+		}
+	}
+	return w
+}
+
 // fill sends entries while the window and the rate allow.
 func (f *forwarder) fill(ctx context.Context, up Upstream) error {
-	for f.waiting < f.cfg.Replay.MaxInflight && f.allow() {
+	window := f.window(up)
+	for f.waiting < window && f.allow() {
 		fl, err := f.read()
 		if err != nil {
 			return err
@@ -539,16 +552,3 @@ func (f *forwarder) janitor() {
 	f.advance()
 }
 
-// tmpBackoff stands in for Backoff until backoff.go lands.
-type tmpBackoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *tmpBackoff) Next() time.Duration {
-	d := b.min << min(b.n, 20)
-	b.n++
-	return min(d, b.max)
-}
-
-func (b *tmpBackoff) Reset() { b.n = 0 }
