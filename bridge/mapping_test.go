@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -422,6 +423,48 @@ func refExpand(lv, topic string, caps []string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestMapMatchesReference compares Map with refMap on rules and topics
+// built at random from the pieces that matter (wildcards, placeholders,
+// escapes, '$', empty levels), which byte-level fuzzing reaches slowly.
+func TestMapMatchesReference(t *testing.T) {
+	src := rand.New(rand.NewPCG(7, 11))
+	levels := func(parts []string, n int, last ...string) string {
+		ls := make([]string, 1+src.IntN(n))
+		for i := range ls {
+			ls[i] = parts[src.IntN(len(parts))]
+		}
+		if len(last) > 0 && src.IntN(2) == 0 {
+			ls[len(ls)-1] = last[0]
+		}
+		return strings.Join(ls, "/")
+	}
+	toParts := []string{"a", "/", "/", "{1}/", "/{1}", "{1}", "{2}", "{topic}", "{{", "}}", "$"}
+	compiled, matched := 0, 0
+	for range 200000 {
+		from := levels([]string{"a", "$s", "+", "+", ""}, 3, "#")
+		topic := levels([]string{"a", "$s", "$", "", "x"}, 4)
+		var to strings.Builder
+		for range 1 + src.IntN(6) {
+			to.WriteString(toParts[src.IntN(len(toParts))])
+		}
+		r, err := Compile(from, to.String())
+		if err != nil {
+			continue
+		}
+		compiled++
+		out, ok := r.Map(topic)
+		if ref, refOK := refMap(from, to.String(), topic); ref != out || refOK != ok {
+			t.Fatalf("Compile(%q, %q).Map(%q) = %q, %v; the reference says %q, %v", from, to.String(), topic, out, ok, ref, refOK)
+		}
+		if ok {
+			matched++
+		}
+	}
+	if compiled < 50000 || matched < 5000 {
+		t.Errorf("only %d rules compiled and %d topics mapped: the generator needs work", compiled, matched)
+	}
 }
 
 // FuzzMap checks that Compile and Map never panic, that a successful Map
