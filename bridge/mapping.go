@@ -29,10 +29,12 @@ import (
 // "sensors") captured no level at all. Where its placeholder is a whole
 // level of the template, that level disappears with one separator:
 // "site/{1}" renders "site", "{1}/site" renders "site", "a/{1}/b" renders
-// "a/b". Elsewhere it renders as "" ("x{1}" renders "x"). This differs from
-// a '#' that matched one empty level ("sensors/#" matching "sensors/"),
-// which captured "" and keeps its level: "site/{1}" renders "site/". So the
-// mapping never invents or loses a level.
+// "a/b"; a repeated one takes the next separator when the one before it
+// is gone ("{1}/{1}/x" renders "x"). Elsewhere it renders as "" ("x{1}"
+// renders "x"). This differs from a '#' that matched one empty level
+// ("sensors/#" matching "sensors/"), which captured "" and keeps its
+// level: "site/{1}" renders "site/". So the mapping never invents or loses
+// a level.
 //
 // The rendered topic must be a valid MQTT topic name, or Map reports no
 // match: an empty result ("{1}" when '#' captured nothing) or one longer
