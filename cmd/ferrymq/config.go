@@ -15,8 +15,16 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/broker"
 )
+
+// config is the whole configuration file: the broker's settings at the
+// top level and the bridges (see package bridge) under "bridges".
+type config struct {
+	broker.Config `yaml:",inline"`
+	Bridges       []bridge.Config `yaml:"bridges"`
+}
 
 // configError is one problem with the configuration, positioned in its
 // source: a file and line, or a flag.
@@ -57,10 +65,10 @@ type configFile struct {
 // loadConfigFile reads and decodes a configuration file. The returned
 // Config has no defaults applied. errs holds every syntax, unknown-key and
 // type error, positioned in the file.
-func loadConfigFile(name string) (broker.Config, *configFile, []configError) {
+func loadConfigFile(name string) (config, *configFile, []configError) {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return broker.Config{}, &configFile{name: name}, []configError{{Source: name, Msg: readErrMsg(err)}}
+		return config{}, &configFile{name: name}, []configError{{Source: name, Msg: readErrMsg(err)}}
 	}
 	return parseConfig(name, data)
 }
@@ -74,8 +82,8 @@ func readErrMsg(err error) string {
 }
 
 // parseConfig decodes data (the contents of file name).
-func parseConfig(name string, data []byte) (broker.Config, *configFile, []configError) {
-	var cfg broker.Config
+func parseConfig(name string, data []byte) (config, *configFile, []configError) {
+	var cfg config
 	f := &configFile{name: name}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
@@ -237,17 +245,24 @@ func mappingValue(n *yaml.Node, key string) (*yaml.Node, int) {
 // validate applies the broker's defaults and validation to cfg and turns
 // each *broker.FieldError into a configError; source says where a path's
 // value came from (file and line, or a flag).
-func validate(cfg *broker.Config, source func(path string) (string, int)) []configError {
+func validate(cfg *config, source func(path string) (string, int)) []configError {
 	cfg.ApplyDefaults()
+	bridge.ApplyDefaultsAll(cfg.Bridges)
 	var out []configError
-	for _, err := range flattenErrors(cfg.Validate()) {
+	errs := append(flattenErrors(cfg.Validate()), flattenErrors(bridge.ValidateAll(cfg.Bridges, "bridges"))...)
+	for _, err := range errs {
 		var fe *broker.FieldError
-		if errors.As(err, &fe) {
+		var be *bridge.FieldError
+		switch {
+		case errors.As(err, &fe):
 			src, line := source(fe.Path)
 			out = append(out, configError{Source: src, Line: line, Path: fe.Path, Msg: fe.Msg})
-			continue
+		case errors.As(err, &be):
+			src, line := source(be.Path)
+			out = append(out, configError{Source: src, Line: line, Path: be.Path, Msg: be.Msg})
+		default:
+			out = append(out, configError{Msg: err.Error()})
 		}
-		out = append(out, configError{Msg: err.Error()})
 	}
 	return out
 }

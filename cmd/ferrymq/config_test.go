@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/broker"
 )
 
@@ -91,7 +92,7 @@ limits:
 			MaxSessionExpiry:  86400,
 		},
 	}
-	if !reflect.DeepEqual(cfg, want) {
+	if !reflect.DeepEqual(cfg.Config, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}
 }
@@ -102,7 +103,7 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatalf("%q: %v", content, errLines(errs))
 		}
-		if !reflect.DeepEqual(cfg, broker.Default()) {
+		if !reflect.DeepEqual(cfg.Config, broker.Default()) {
 			t.Errorf("%q: got %+v, want defaults", content, cfg)
 		}
 	}
@@ -113,7 +114,7 @@ func TestNullValueMeansDefault(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errLines(errs))
 	}
-	if !reflect.DeepEqual(cfg, broker.Default()) {
+	if !reflect.DeepEqual(cfg.Config, broker.Default()) {
 		t.Errorf("got %+v, want defaults", cfg)
 	}
 }
@@ -281,7 +282,7 @@ func TestParseSize(t *testing.T) {
 // unit support.
 func TestSizeKeysExist(t *testing.T) {
 	for path := range sizeKeys {
-		typ := reflect.TypeFor[broker.Config]()
+		typ := reflect.TypeFor[config]()
 		for _, key := range strings.Split(path, ".") {
 			key = strings.TrimSuffix(key, "[]")
 			for typ.Kind() == reflect.Slice || typ.Kind() == reflect.Pointer {
@@ -333,7 +334,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 	want := broker.Default()
 	want.Storage.Dir = "/var/lib/ferrymq"
-	if !reflect.DeepEqual(cfg, want) {
+	if !reflect.DeepEqual(cfg.Config, want) {
 		t.Errorf("%s does not hold the defaults:\n got  %+v\nwant %+v", example, cfg, want)
 	}
 	_, f, _ := loadConfigFile(example)
@@ -375,4 +376,59 @@ func hasKey(f *configFile, path string) bool {
 		}
 	}
 	return true
+}
+
+// TestBridgeExampleConfig keeps deploy/ferrymq.bridge.example.yaml
+// current: valid, showing every bridge key, and the README documents each.
+func TestBridgeExampleConfig(t *testing.T) {
+	const example = "../../deploy/ferrymq.bridge.example.yaml"
+	cfg, errs := buildConfig(&runOptions{configFile: example})
+	if len(errs) > 0 {
+		t.Fatalf("%s is invalid:\n%s", example, strings.Join(errLines(errs), "\n"))
+	}
+	if len(cfg.Bridges) != 1 || cfg.Bridges[0].Backlog.MaxBytes != 1<<30 || cfg.Bridges[0].Name != "cloud" {
+		t.Errorf("bridges %+v", cfg.Bridges)
+	}
+	_, f, _ := loadConfigFile(example)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range configKeys(reflect.TypeFor[bridge.Config](), "bridges[]") {
+		if !hasKey(f, strings.ReplaceAll(key, "[]", "[0]")) {
+			t.Errorf("%s does not show key %s", example, key)
+		}
+		if !strings.Contains(string(readme), "`"+key+"`") {
+			t.Errorf("README.md does not document `%s`", key)
+		}
+	}
+}
+
+// TestBridgeConfigErrors: bridge problems are reported with file and line.
+func TestBridgeConfigErrors(t *testing.T) {
+	content := `bridges:
+  - name: cloud
+    upstream: ftp://x
+    forward:
+      - from: "a/#"
+        to: "b/{2}"
+    backlog:
+      max_bytes: lots
+      when_full: sometimes
+`
+	_, errs := buildConfig(&runOptions{configFile: writeFile(t, "b.yaml", content)})
+	got := strings.Join(errLines(errs), "\n")
+	for _, want := range []string{
+		"b.yaml:3: bridges[0].upstream:",
+		"b.yaml:6: bridges[0].forward[0].to:",
+		"b.yaml:8: bridges[0].backlog.max_bytes: expected a size",
+		"b.yaml:9: bridges[0].backlog.when_full:",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "password") {
+		t.Errorf("errors mention a password:\n%s", got)
+	}
 }

@@ -57,6 +57,8 @@ func (a *app) main(ctx context.Context, args []string) int {
 		return a.run(ctx, rest)
 	case "check-config":
 		return a.checkConfig(rest)
+	case "dead-letters":
+		return a.deadLetters(rest)
 	case "version", "-version", "--version":
 		fmt.Fprintln(a.stdout, versionString())
 		return 0
@@ -77,6 +79,10 @@ const usage = `ferrymq: an MQTT 3.1.1/5.0 edge broker
 Usage:
   ferrymq [run] [flags]           run the broker (the default command)
   ferrymq check-config -c FILE    check a configuration file, report every error
+  ferrymq dead-letters [-c FILE] [--data-dir DIR] list|replay BRIDGE
+                                  list the messages an upstream rejected for good,
+                                  or move them back to the bridge's outbox
+                                  (the broker must be stopped)
   ferrymq version                 print the version
   ferrymq help                    print this help
 

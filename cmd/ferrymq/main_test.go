@@ -170,7 +170,7 @@ limits:
 	// Without anything: the defaults.
 	o, _ = parseRunFlags(nil, a.stdout, a.stderr)
 	cfg, errs = buildConfig(o)
-	if len(errs) > 0 || !reflect.DeepEqual(cfg, broker.Default()) {
+	if len(errs) > 0 || !reflect.DeepEqual(cfg.Config, broker.Default()) {
 		t.Errorf("no flags: %+v %v", cfg, errLines(errs))
 	}
 }

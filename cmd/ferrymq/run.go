@@ -52,8 +52,8 @@ func parseRunFlags(args []string, stdout, stderr io.Writer) (o *runOptions, code
 // buildConfig makes the broker configuration: built-in defaults, then the
 // configuration file (if any), then the flags. It returns every problem
 // found, each positioned in the file or naming the flag it came from.
-func buildConfig(o *runOptions) (broker.Config, []configError) {
-	var cfg broker.Config
+func buildConfig(o *runOptions) (config, []configError) {
+	var cfg config
 	var file *configFile
 	var decodeErrs []configError
 	if o.configFile != "" {

@@ -10,10 +10,11 @@ import (
 // sizeKeys are the config keys whose values are byte counts and so also
 // accept a unit ("1MiB"). Indices in paths are written as [].
 var sizeKeys = map[string]bool{
-	"limits.max_packet_size":  true,
-	"limits.max_queued_bytes": true,
-	"storage.max_disk":        true,
-	"storage.min_free":        true,
+	"limits.max_packet_size":      true,
+	"limits.max_queued_bytes":     true,
+	"storage.max_disk":            true,
+	"storage.min_free":            true,
+	"bridges[].backlog.max_bytes": true,
 }
 
 // sizeUnits: decimal (KB = 1000) and binary (KiB = 1024) units, matched

@@ -12,9 +12,18 @@ import (
 
 // openStore opens the session store that st asks for: none for
 // durability memory, else Badger in st.Dir.
-func openStore(st broker.Storage, log *slog.Logger) (session.Store, error) {
+func openStore(st broker.Storage, bridges int, log *slog.Logger) (session.Store, error) {
 	if st.Durability == broker.DurabilityMemory {
-		return session.Memory{}, nil
+		if bridges == 0 {
+			return session.Memory{}, nil
+		}
+		// Bridges need their outbox logs: kept in RAM (a Badger store
+		// without files), so they last until the process ends.
+		s, err := persist.Open(persist.Options{Durability: persist.Memory, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("opening the in-memory store: %w", err)
+		}
+		return s, nil
 	}
 	d, err := persist.ParseDurability(st.Durability)
 	if err != nil {
@@ -53,14 +62,20 @@ func storeOptions(st broker.Storage, d persist.Durability, log *slog.Logger) per
 	}
 }
 
-// startBroker opens the store, builds the server and starts it (which
-// restores the stored sessions).
-func startBroker(cfg broker.Config, log *slog.Logger) (*broker.Server, error) {
-	store, err := openStore(cfg.Storage, log)
+// startBroker opens the store, builds the server and its bridges and
+// starts them (the server restores the stored sessions; each bridge
+// forwards the backlog left by an earlier run).
+func startBroker(cfg config, log *slog.Logger) (*broker.Server, error) {
+	store, err := openStore(cfg.Storage, len(cfg.Bridges), log)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := broker.New(cfg, broker.Options{Logger: log, Store: store})
+	srv, err := broker.New(cfg.Config, broker.Options{Logger: log, Store: store})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	bridges, err := buildBridges(cfg.Bridges, store, srv, log)
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -68,6 +83,9 @@ func startBroker(cfg broker.Config, log *slog.Logger) (*broker.Server, error) {
 	if err := srv.Start(); err != nil {
 		store.Close()
 		return nil, err
+	}
+	for _, b := range bridges {
+		b.Start()
 	}
 	return srv, nil
 }
