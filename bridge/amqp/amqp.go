@@ -11,7 +11,8 @@
 // routing key); CorrelationData <-> correlation-id; ContentType <->
 // content-type; Expiry <-> expiration (milliseconds); user properties <->
 // headers (a repeated name becomes an array). Messages are published
-// persistent.
+// persistent. A downlink message whose routing key is not an MQTT topic
+// name (it has a "+" or "#", or is empty) is rejected without requeueing.
 package amqp
 
 import (
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,32 +116,27 @@ type Upstream struct {
 	ready   atomic.Bool // Connect succeeded: Publish may be used
 	blocked atomic.Bool
 
-	conn    *amqp091.Connection // set by Connect before ready
-	pub     *amqp091.Channel
-	returns chan amqp091.Return
+	conn    *amqp091.Connection // set (under mu) by Connect
+	pub     *amqp091.Channel    // set by Connect before ready
+	sub     *amqp091.Channel    // the downlink channel, if any (set before consume starts)
+	returns chan amqp091.Return // set by Connect before the confirm loop starts
 
 	// pubMu serializes publishes, so that the pending queue is in
 	// delivery-tag order.
 	pubMu sync.Mutex
 
-	mu      sync.Mutex
-	pending []*pending // unconfirmed publishes, in publish order
-	down    bool       // link lost: nothing is added to pending any more
-	err     error      // why (set with down)
-	wake    chan struct{}
+	mu       sync.Mutex
+	pending  []*pending // unconfirmed publishes, in publish order
+	down     bool       // link lost: nothing is added to pending any more
+	err      error      // why (set with down)
+	closeErr error      // from closing the connection
+	wake     chan struct{}
+
+	results resultQueue // confirmations waiting to be delivered
 
 	lost      chan struct{} // closed when down is set
 	done      chan struct{} // closed after lost, once every pending confirm was called
 	closeOnce sync.Once
-	closeErr  error
-}
-
-type pending struct {
-	dc      *amqp091.DeferredConfirmation // nil when err is already known
-	err     error
-	key, id string
-	seq     uint64
-	confirm func(error)
 }
 
 // New returns an unconnected upstream; Connect dials it.
@@ -149,11 +146,12 @@ func New(cfg Config, log *slog.Logger) *Upstream {
 		log = slog.Default()
 	}
 	return &Upstream{
-		cfg:  cfg,
-		log:  log.With("upstream", "amqp", "bridge", cfg.Name),
-		wake: make(chan struct{}, 1),
-		lost: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:     cfg,
+		log:     log.With("upstream", "amqp", "bridge", cfg.Name),
+		wake:    make(chan struct{}, 1),
+		results: resultQueue{wake: make(chan struct{}, 1)},
+		lost:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -163,42 +161,117 @@ var _ bridge.Upstream = (*Upstream)(nil)
 // in confirm mode and, for the downlink, declares the durable queue, binds
 // it with every receive key, sets the prefetch and starts consuming with
 // manual acknowledgements. Deliveries go to handle one at a time, in order,
-// from one goroutine. Connect may be called once; when it fails, Done is
-// closed and the Upstream is spent.
+// from one goroutine. Cancelling ctx, or calling Close, aborts Connect
+// wherever it is (also in the middle of the AMQP handshake). Connect may be
+// called once; when it fails, Done is closed and the Upstream is spent.
 func (u *Upstream) Connect(ctx context.Context, handle func(*bridge.Inbound)) error {
 	if !u.started.CompareAndSwap(false, true) {
 		return errors.New("amqp: Connect called twice, or after Close")
 	}
-	deliveries, err := u.connect(ctx)
+	deliveries, err := u.connect(ctx, handle != nil)
 	if err != nil {
 		u.fail(err)
 		return err
 	}
 	u.ready.Store(true)
 	go u.confirmLoop()
+	go u.deliverLoop()
 	if deliveries != nil {
 		go u.consume(deliveries, handle)
 	}
 	return nil
 }
 
-func (u *Upstream) connect(ctx context.Context) (<-chan amqp091.Delivery, error) {
+// connect dials and declares (see Connect), and starts the watcher.
+func (u *Upstream) connect(ctx context.Context, handler bool) (<-chan amqp091.Delivery, error) {
 	cfg := &u.cfg
-	keys := make([]string, len(cfg.ReceiveKeys))
-	for i, f := range cfg.ReceiveKeys {
+	keys, err := bindingKeys(cfg.ReceiveKeys)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 && !handler {
+		return nil, errors.New("amqp: receive keys but no downlink handler")
+	}
+	uri, err := amqp091.ParseURI(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: upstream URL: %w", err)
+	}
+	where := fmt.Sprintf("%s (vhost %q)", net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port)), uri.Vhost)
+	// Close aborts Connect like a cancelled ctx.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-u.lost:
+			cancel(errClosed)
+		case <-ctx.Done():
+		}
+	}()
+	fail := func(err error) (<-chan amqp091.Delivery, error) {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		return nil, fmt.Errorf("amqp: %s: %w", where, err)
+	}
+
+	conn, err := u.dial(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("connect: %w", err))
+	}
+	u.mu.Lock()
+	u.conn = conn
+	u.mu.Unlock()
+	// The declarations below are RPCs without a context: cancelling ctx
+	// closes the connection under them.
+	stop := context.AfterFunc(ctx, u.closeConn)
+	defer stop()
+
+	connClosed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+	blocks := conn.NotifyBlocked(make(chan amqp091.Blocking, 16))
+	pubClosed, err := u.openPublisher(conn)
+	if err != nil {
+		return fail(err)
+	}
+	var subClosed chan *amqp091.Error
+	var deliveries <-chan amqp091.Delivery
+	if len(keys) > 0 {
+		if subClosed, deliveries, err = u.openDownlink(conn, keys); err != nil {
+			return fail(err)
+		}
+	}
+	if !stop() {
+		return fail(errors.New("connect aborted"))
+	}
+	go u.watch(connClosed, pubClosed, subClosed, blocks)
+	if len(keys) > 0 {
+		u.log.Info("amqp upstream connected", "server", where, "exchange", cfg.Exchange, "queue", cfg.Queue, "receive", keys)
+	} else {
+		u.log.Info("amqp upstream connected", "server", where, "exchange", cfg.Exchange)
+	}
+	return deliveries, nil
+}
+
+// bindingKeys maps the receive filters to binding keys.
+func bindingKeys(filters []string) ([]string, error) {
+	keys := make([]string, len(filters))
+	for i, f := range filters {
 		k, err := FilterToBindingKey(f)
 		if err != nil {
 			return nil, err
 		}
 		keys[i] = k
 	}
-	uri, err := amqp091.ParseURI(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("amqp: upstream URL: %w", err)
-	}
-	where := fmt.Sprintf("%s:%d%s", uri.Host, uri.Port, uri.Vhost)
+	return keys, nil
+}
+
+// dial opens the AMQP connection. The TCP connect, TLS and AMQP handshakes
+// are bounded by DialTimeout and aborted when ctx ends (which closes the
+// socket under them).
+func (u *Upstream) dial(ctx context.Context) (*amqp091.Connection, error) {
+	cfg := &u.cfg
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName("ferrymq bridge " + cfg.Name)
+	var stopAbort func() bool
 	acfg := amqp091.Config{
 		Heartbeat:  cfg.Heartbeat,
 		Properties: props,
@@ -214,7 +287,11 @@ func (u *Upstream) connect(ctx context.Context) (<-chan amqp091.Delivery, error)
 			if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 				deadline = dl
 			}
-			_ = c.SetDeadline(deadline)
+			if err := c.SetDeadline(deadline); err != nil {
+				c.Close()
+				return nil, err
+			}
+			stopAbort = context.AfterFunc(ctx, func() { c.Close() })
 			return c, nil
 		},
 	}
@@ -222,84 +299,63 @@ func (u *Upstream) connect(ctx context.Context) (<-chan amqp091.Delivery, error)
 		acfg.TLSClientConfig = cfg.TLS.Clone()
 	}
 	conn, err := amqp091.DialConfig(cfg.URL, acfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("amqp: connect to %s: %w", where, ctx.Err())
-		}
-		return nil, fmt.Errorf("amqp: connect to %s: %w", where, err)
+	if stopAbort != nil && !stopAbort() && err == nil {
+		// ctx ended just as the handshake succeeded: the socket is
+		// closed under the connection, which ends by itself.
+		err = errors.New("aborted")
 	}
-	u.mu.Lock()
-	u.conn = conn
-	down := u.down
-	u.mu.Unlock()
-	if down { // Close was called meanwhile
-		return nil, errClosed
-	}
-	// The declarations below are RPCs without a context: cancelling ctx
-	// closes the connection under them.
-	stop := context.AfterFunc(ctx, func() { _ = conn.CloseDeadline(time.Now()) })
-	defer stop()
-	fail := func(what string, err error) (<-chan amqp091.Delivery, error) {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, fmt.Errorf("amqp: %s on %s: %w", what, where, err)
-	}
+	return conn, err
+}
 
-	connClosed := conn.NotifyClose(make(chan *amqp091.Error, 1))
-	blocks := conn.NotifyBlocked(make(chan amqp091.Blocking, 16))
-
+// openPublisher opens the publishing channel: it checks the exchange and
+// puts the channel in confirm mode, with the mandatory returns listened to.
+func (u *Upstream) openPublisher(conn *amqp091.Connection) (closed chan *amqp091.Error, err error) {
 	pub, err := conn.Channel()
 	if err != nil {
-		return fail("open channel", err)
+		return nil, fmt.Errorf("open channel: %w", err)
 	}
 	// A missing exchange would close the channel at the first publish;
 	// say so now.
-	if err := pub.ExchangeDeclarePassive(cfg.Exchange, amqp091.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return fail(fmt.Sprintf("exchange %q", cfg.Exchange), err)
+	x := u.cfg.Exchange
+	if err := pub.ExchangeDeclarePassive(x, amqp091.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return nil, fmt.Errorf("exchange %q: %w", x, err)
 	}
 	if err := pub.Confirm(false); err != nil {
-		return fail("confirm mode", err)
+		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
 	u.returns = pub.NotifyReturn(make(chan amqp091.Return, returnsBuffer))
-	pubClosed := pub.NotifyClose(make(chan *amqp091.Error, 1))
+	closed = pub.NotifyClose(make(chan *amqp091.Error, 1))
 	u.pub = pub
+	return closed, nil
+}
 
-	var subClosed chan *amqp091.Error
-	var deliveries <-chan amqp091.Delivery
-	if len(keys) > 0 {
-		sub, err := conn.Channel()
-		if err != nil {
-			return fail("open channel", err)
-		}
-		q := cfg.Queue
-		if _, err := sub.QueueDeclare(q, true, false, false, false, nil); err != nil {
-			return fail(fmt.Sprintf("declare queue %q", q), err)
-		}
-		for i, k := range keys {
-			if err := sub.QueueBind(q, k, cfg.Exchange, false, nil); err != nil {
-				return fail(fmt.Sprintf("bind %q (%q) to %q", k, cfg.ReceiveKeys[i], cfg.Exchange), err)
-			}
-		}
-		if err := sub.Qos(cfg.Prefetch, 0, false); err != nil {
-			return fail("qos", err)
-		}
-		subClosed = sub.NotifyClose(make(chan *amqp091.Error, 1))
-		deliveries, err = sub.Consume(q, "ferrymq-"+cfg.Name, false, false, false, false, nil)
-		if err != nil {
-			return fail(fmt.Sprintf("consume %q", q), err)
+// openDownlink opens the consuming channel: it declares the durable queue,
+// binds it with keys, sets the prefetch and starts consuming.
+func (u *Upstream) openDownlink(conn *amqp091.Connection, keys []string) (closed chan *amqp091.Error, deliveries <-chan amqp091.Delivery, err error) {
+	cfg := &u.cfg
+	sub, err := conn.Channel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	q := cfg.Queue
+	if _, err := sub.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		return nil, nil, fmt.Errorf("declare queue %q: %w", q, err)
+	}
+	for i, k := range keys {
+		if err := sub.QueueBind(q, k, cfg.Exchange, false, nil); err != nil {
+			return nil, nil, fmt.Errorf("bind %q (%q) to %q: %w", k, cfg.ReceiveKeys[i], cfg.Exchange, err)
 		}
 	}
-	if !stop() {
-		return fail("connect", ctx.Err())
+	if err := sub.Qos(cfg.Prefetch, 0, false); err != nil {
+		return nil, nil, fmt.Errorf("qos: %w", err)
 	}
-	go u.watch(connClosed, pubClosed, subClosed, blocks)
-	if len(keys) > 0 {
-		u.log.Info("amqp upstream connected", "server", where, "exchange", cfg.Exchange, "queue", cfg.Queue, "receive", keys)
-	} else {
-		u.log.Info("amqp upstream connected", "server", where, "exchange", cfg.Exchange)
+	closed = sub.NotifyClose(make(chan *amqp091.Error, 1))
+	deliveries, err = sub.Consume(q, "ferrymq-"+cfg.Name, false, false, false, false, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("consume %q: %w", q, err)
 	}
-	return deliveries, nil
+	u.sub = sub
+	return closed, deliveries, nil
 }
 
 // watch follows the connection and its channels: any close loses the link;
@@ -340,205 +396,6 @@ func (u *Upstream) watch(connClosed, pubClosed, subClosed chan *amqp091.Error, b
 	}
 }
 
-// consume hands deliveries to handle until the channel ends.
-func (u *Upstream) consume(deliveries <-chan amqp091.Delivery, handle func(*bridge.Inbound)) {
-	for d := range deliveries {
-		handle(u.inbound(d))
-	}
-	// The library closes deliveries when the channel closes and when the
-	// broker cancels the consumer (its queue was deleted): either way the
-	// link is of no more use.
-	u.linkDown(errCancelled)
-}
-
-func (u *Upstream) inbound(d amqp091.Delivery) *bridge.Inbound {
-	in := &bridge.Inbound{Message: message(&d)}
-	var once sync.Once
-	in.Ack = func() {
-		once.Do(func() {
-			if err := d.Ack(false); err != nil {
-				u.log.Debug("amqp downlink ack failed (the broker redelivers)", "topic", in.Topic, "err", err)
-			}
-		})
-	}
-	in.Nack = func() {
-		once.Do(func() {
-			if err := d.Nack(false, true); err != nil {
-				u.log.Debug("amqp downlink nack failed (the broker redelivers)", "topic", in.Topic, "err", err)
-			}
-		})
-	}
-	return in
-}
-
-// Publish sends m to the exchange with the mandatory flag, persistent, and
-// calls confirm once the broker confirmed it (nil), returned it (an error
-// wrapping bridge.ErrRejected), nacked it (ErrNacked) or the link was lost
-// first (bridge.ErrLinkLost). Confirmations come in Publish order from one
-// goroutine. A message AMQP cannot carry (a short string over 255 bytes)
-// is confirmed with bridge.ErrRejected without being sent.
-func (u *Upstream) Publish(ctx context.Context, m *bridge.Message, confirm func(error)) error {
-	if !u.ready.Load() {
-		if err := u.Err(); err != nil {
-			return err
-		}
-		return errNotConnected
-	}
-	key, msg, perr := publishing(m)
-	p := &pending{err: perr, key: key, id: m.ID, seq: m.Seq, confirm: confirm}
-
-	u.pubMu.Lock()
-	defer u.pubMu.Unlock()
-	if perr == nil {
-		select {
-		case <-u.lost:
-			return u.Err()
-		default:
-		}
-		dc, err := u.pub.PublishWithDeferredConfirmWithContext(ctx, u.cfg.Exchange, key, true, false, msg)
-		if err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			if errors.Is(err, amqp091.ErrClosed) || u.pub.IsClosed() {
-				return fmt.Errorf("%w: publish: %v", bridge.ErrLinkLost, err)
-			}
-			return fmt.Errorf("amqp: publish: %w", err)
-		}
-		p.dc = dc
-	}
-	u.mu.Lock()
-	if u.down {
-		// The link was lost while we were sending: the confirm loop has
-		// already failed the pending publishes, so this one is not
-		// queued behind them; it may or may not have reached the broker.
-		err := u.err
-		u.mu.Unlock()
-		return err
-	}
-	u.pending = append(u.pending, p)
-	u.mu.Unlock()
-	select {
-	case u.wake <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// confirmLoop delivers confirmations in publish order. A basic.return of a
-// message reaches our returns channel before the library processes the
-// basic.ack of the same message (both come from the connection's reader
-// goroutine, in that order), and returns come in publish order: so when
-// the head's confirmation is done, its return, if any, is at the head of
-// the returns seen so far.
-func (u *Upstream) confirmLoop() {
-	returns := u.returns
-	var returned []amqp091.Return
-	drain := func() {
-		for returns != nil {
-			select {
-			case r, ok := <-returns:
-				if !ok {
-					returns = nil
-					return
-				}
-				returned = append(returned, r)
-			default:
-				return
-			}
-		}
-	}
-	lost := u.lost
-	for {
-		u.mu.Lock()
-		var p *pending
-		if len(u.pending) > 0 {
-			p = u.pending[0]
-		}
-		down := u.down
-		u.mu.Unlock()
-
-		if p == nil {
-			if down {
-				break
-			}
-			select {
-			case <-u.wake:
-			case r, ok := <-returns:
-				if ok {
-					returned = append(returned, r)
-				} else {
-					returns = nil
-				}
-			case <-lost:
-				lost = nil
-			}
-			continue
-		}
-		if p.dc != nil && !down {
-			select {
-			case <-p.dc.Done():
-			case r, ok := <-returns:
-				if ok {
-					returned = append(returned, r)
-				} else {
-					returns = nil
-				}
-				continue
-			case <-lost:
-				lost = nil
-				continue
-			}
-		}
-
-		err := p.err
-		if p.dc != nil {
-			drain()
-			wasReturned := false
-			if len(returned) > 0 && returnMatches(&returned[0], p.key, p.id, p.seq) {
-				r := returned[0]
-				returned[0] = amqp091.Return{}
-				returned = returned[1:]
-				wasReturned = true
-				err = fmt.Errorf("%w: basic.return %d %s (exchange %q, routing key %q)",
-					bridge.ErrRejected, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
-			}
-			if !wasReturned {
-				switch {
-				case p.dc.Acked():
-					err = nil
-				case down:
-					err = u.Err()
-				default:
-					// Done and nacked while the channel was still open:
-					// unless it was closing (the library nacks what is
-					// pending when a channel closes).
-					if u.pub.IsClosed() {
-						// The watcher reports the broker's reason.
-						select {
-						case <-u.lost:
-						case <-time.After(closeTimeout):
-							u.linkDown(errors.New("publishing channel closed"))
-						}
-						err = u.Err()
-					} else {
-						err = ErrNacked
-					}
-				}
-			}
-		}
-		u.mu.Lock()
-		u.pending[0] = nil
-		u.pending = u.pending[1:]
-		if len(u.pending) == 0 {
-			u.pending = nil
-		}
-		u.mu.Unlock()
-		p.confirm(err)
-	}
-	close(u.done)
-}
-
 // linkDown records that the link is lost (the first cause wins), wakes the
 // confirm loop and closes the connection in the background.
 func (u *Upstream) linkDown(cause error) {
@@ -551,7 +408,7 @@ func (u *Upstream) linkDown(cause error) {
 	if errors.Is(cause, bridge.ErrLinkLost) {
 		u.err = cause
 	} else {
-		u.err = fmt.Errorf("%w: %v", bridge.ErrLinkLost, cause)
+		u.err = fmt.Errorf("%w: %w", bridge.ErrLinkLost, cause)
 	}
 	u.mu.Unlock()
 	if cause != errClosed {
@@ -574,21 +431,25 @@ func (u *Upstream) fail(err error) {
 	close(u.done)
 }
 
+// closeConn closes the connection, if there is one, once; later calls wait
+// for the first. The close handshake is bounded: on a half-open link the
+// close-ok never comes (the deadline also frees a publish stuck writing to
+// the socket).
 func (u *Upstream) closeConn() {
 	u.mu.Lock()
 	conn := u.conn
 	u.mu.Unlock()
 	if conn == nil {
-		// Not dialled yet: Connect sees down once it has a connection,
-		// and fails, which closes it.
+		// Not dialled yet: Connect sees that the link is down once it
+		// has a connection, and fails, which closes it.
 		return
 	}
 	u.closeOnce.Do(func() {
-		// Bounded: on a half-open link the close-ok never comes (the
-		// deadline also frees a publish stuck writing to the socket).
 		err := conn.CloseDeadline(time.Now().Add(closeTimeout))
 		if err != nil && !errors.Is(err, amqp091.ErrClosed) {
-			u.closeErr = err
+			u.mu.Lock()
+			u.closeErr = fmt.Errorf("amqp: close: %w", err)
+			u.mu.Unlock()
 		}
 	})
 }
@@ -612,17 +473,18 @@ func (u *Upstream) Err() error {
 }
 
 // Close ends the link: the connection is closed (waiting at most 2 s for
-// the broker's close-ok) and pending confirmations get bridge.ErrLinkLost,
-// from the confirm goroutine: Close does not wait for those calls (wait on
-// Done for that). Downlink messages not yet acknowledged are redelivered by
-// the broker. Close may be called at any time, also during Connect (which
-// then fails), and more than once.
+// the broker's close-ok: the error then says the handshake did not finish)
+// and pending confirmations get bridge.ErrLinkLost, from the confirm
+// goroutine: Close does not wait for those calls (wait on Done for that).
+// Downlink messages not yet acknowledged are redelivered by the broker.
+// Close may be called at any time, also during Connect (which then fails
+// at once), and more than once.
 func (u *Upstream) Close() error {
 	if u.started.CompareAndSwap(false, true) {
 		// Never connected: Connect will refuse.
 		u.mu.Lock()
 		u.down = true
-		u.err = fmt.Errorf("%w: %v", bridge.ErrLinkLost, errClosed)
+		u.err = fmt.Errorf("%w: %w", bridge.ErrLinkLost, errClosed)
 		close(u.lost)
 		u.mu.Unlock()
 		close(u.done)
@@ -630,5 +492,7 @@ func (u *Upstream) Close() error {
 	}
 	u.linkDown(errClosed)
 	u.closeConn()
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	return u.closeErr
 }

@@ -62,6 +62,17 @@ func rabbitUnavailable(t testing.TB, format string, args ...any) {
 	t.Skipf("upstreamtest: "+format, args...)
 }
 
+// AMQPAddr is the host:port that the amqp:// or amqps:// URL raw dials
+// (for Proxy). It fails the test when raw is not such a URL.
+func AMQPAddr(t testing.TB, raw string) string {
+	t.Helper()
+	addr, err := amqpAddr(raw)
+	if err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+	return addr
+}
+
 // amqpAddr is the host:port an amqp:// or amqps:// URL dials.
 func amqpAddr(raw string) (string, error) {
 	u, err := url.Parse(raw)
