@@ -191,6 +191,7 @@ type limits struct {
 	retain         bool   // Retain Available
 	maxPacket      uint32 // Maximum Packet Size (0: no limit)
 	sessionPresent bool
+	sessionExpiry  uint32 // as granted: the CONNACK's, or ours
 }
 
 // New returns an unconnected upstream; Connect dials it.
@@ -237,20 +238,9 @@ func (u *Upstream) Connect(ctx context.Context, handle func(*bridge.Inbound)) er
 // connect does the work of Connect; any error leaves cleaning up to fail.
 func (u *Upstream) connect(ctx context.Context) error {
 	cfg := &u.cfg
-	ep, err := bridge.UpstreamURL(cfg.URL).Parse()
+	ep, err := cfg.endpoint()
 	if err != nil {
-		return fmt.Errorf("mqtt: upstream URL: %w", err)
-	}
-	if ep.AMQP() {
-		return fmt.Errorf("mqtt: upstream URL %s: not mqtt:// or mqtts://", ep)
-	}
-	if cfg.ClientID == "" {
-		return errors.New("mqtt: a fixed client id is required (the upstream keeps the session under it)")
-	}
-	for _, s := range cfg.Receive {
-		if s.Filter == "" || s.QoS > 2 {
-			return fmt.Errorf("mqtt: receive filter %q with QoS %d: not a valid subscription", s.Filter, s.QoS)
-		}
+		return err
 	}
 	u.where = ep.Address()
 	u.delivers = make(chan *bridge.Inbound, cfg.DownlinkInflight)
@@ -310,9 +300,30 @@ func (u *Upstream) connect(ctx context.Context) error {
 		return failed("connect to", dctx.Err())
 	}
 	u.log.Info("mqtt upstream connected", "server", u.where, "client_id", cfg.ClientID,
-		"session_present", u.limits.sessionPresent, "receive_maximum", u.limits.window,
+		"session_present", u.limits.sessionPresent, "session_expiry_s", u.limits.sessionExpiry,
+		"receive_maximum", u.limits.window,
 		"receive", len(cfg.Receive))
 	return nil
+}
+
+// endpoint checks the configuration and parses the URL.
+func (c *Config) endpoint() (*bridge.Endpoint, error) {
+	ep, err := bridge.UpstreamURL(c.URL).Parse()
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: upstream URL: %w", err)
+	}
+	if ep.AMQP() {
+		return nil, fmt.Errorf("mqtt: upstream URL %s: not mqtt:// or mqtts://", ep)
+	}
+	if c.ClientID == "" {
+		return nil, errors.New("mqtt: a fixed client id is required (the upstream keeps the session under it)")
+	}
+	for _, s := range c.Receive {
+		if s.Filter == "" || s.QoS > 2 {
+			return nil, fmt.Errorf("mqtt: receive filter %q with QoS %d: not a valid subscription", s.Filter, s.QoS)
+		}
+	}
+	return ep, nil
 }
 
 // dial opens the TCP (and TLS) connection, registered in u.w so that Close
@@ -455,7 +466,7 @@ func (u *Upstream) setDown(cause error, logIt bool) bool {
 		default:
 		}
 	}
-	if logIt {
+	if logIt && u.ready.Load() { // a failed Connect is the bridge's to log
 		u.log.Warn("mqtt upstream link lost", "server", u.where, "err", cause)
 	}
 	close(u.lost)

@@ -37,8 +37,11 @@ type pending struct {
 // and the packet identifiers 1..window. Nothing is resent.
 func (s *session) ConAckReceived(_ io.Writer, _ *packets.Connect, ca *packets.Connack) error {
 	u := (*Upstream)(s)
-	l := limits{window: math.MaxUint16, maxQoS: 2, retain: true, sessionPresent: ca.SessionPresent}
+	l := limits{window: math.MaxUint16, maxQoS: 2, retain: true, sessionPresent: ca.SessionPresent, sessionExpiry: u.cfg.SessionExpiry}
 	if p := ca.Properties; p != nil {
+		if p.SessionExpiryInterval != nil {
+			l.sessionExpiry = *p.SessionExpiryInterval
+		}
 		if p.ReceiveMaximum != nil && *p.ReceiveMaximum > 0 {
 			l.window = int(*p.ReceiveMaximum)
 		}
