@@ -26,6 +26,14 @@
 // its manual acknowledgements go out on a 50 ms ticker: neither suits a
 // forwarder that keeps hundreds of messages in flight).
 //
+// Downlink: a QoS 1/2 message is acknowledged (PUBACK; PUBREC, then
+// PUBCOMP on the upstream's PUBREL, for QoS 2) only when the bridge calls
+// Inbound.Ack, after its local commit, and in order of receipt as MQTT
+// requires. MQTT has no way to refuse a message and keep it upstream (any
+// PUBACK, even with a failure code, makes the upstream forget it), so
+// Inbound.Nack drops the link without acknowledging: the upstream
+// redelivers the message, and those after it, on the next connection.
+//
 // Mapping: bridge.Message.ID and Seq are the user properties "ferrymq-id"
 // and "ferrymq-seq" (decimal), followed by Message.User; ResponseTopic,
 // CorrelationData and ContentType are the MQTT 5 properties of the same
@@ -93,9 +101,9 @@ type Config struct {
 	// (subscriptions, queued downlink messages) under it. Required.
 	ClientID string
 	// Receive are the downlink subscriptions, made at every connect (the
-	// upstream may have lost the session). None: no downlink
-	// subscriptions, but messages the upstream still sends for earlier
-	// ones are delivered.
+	// upstream may have lost the session). Nothing is unsubscribed: a
+	// filter dropped from Receive stays in the upstream session until it
+	// expires, and what the upstream sends for it is still delivered.
 	Receive []Subscription
 	// KeepAlive is the MQTT keepalive (default 30 s, whole seconds); the
 	// link is dropped when a PINGRESP does not come within it.
