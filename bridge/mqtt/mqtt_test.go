@@ -310,6 +310,41 @@ func TestFrozenUpstream(t *testing.T) {
 	})
 }
 
+// TestStuckWriteEndsWithCtx: a publish whose write blocks on a frozen
+// upstream returns when its ctx ends, and the link is dropped.
+func TestStuckWriteEndsWithCtx(t *testing.T) {
+	m := upstreamtest.StartMosquittoWith(t, fastMosquitto)
+	u := connect(t, Config{URL: m.URL()}, nil)
+	m.Freeze()
+	defer m.Thaw()
+	payload := make([]byte, 256<<10)
+	var lost atomic.Int32
+	for i := 0; i < 500; i++ {
+		select {
+		case <-u.lost:
+		default:
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			err := u.Publish(ctx, &bridge.Message{Topic: "big", QoS: 1, Payload: payload}, func(err error) {
+				if errors.Is(err, bridge.ErrLinkLost) {
+					lost.Add(1)
+				}
+			})
+			cancel()
+			if err == nil {
+				continue
+			}
+		}
+		break
+	}
+	waitDone(t, u)
+	if err := u.Err(); !strings.Contains(err.Error(), "stuck writing") || !errors.Is(err, bridge.ErrLinkLost) {
+		t.Fatalf("Err = %v", err)
+	}
+	if lost.Load() == 0 {
+		t.Fatal("no confirmation with ErrLinkLost")
+	}
+}
+
 // TestReceiveMaximumWaits: Publish waits (honouring ctx) while the
 // upstream's Receive Maximum publishes are unconfirmed.
 func TestReceiveMaximumWaits(t *testing.T) {

@@ -32,7 +32,10 @@ const (
 // the id anyway). Confirmations come in Publish order, from one goroutine.
 // Publish waits, honouring ctx, while ReceiveMaximum publishes are
 // unconfirmed; it returns an error (and confirm is not called) when ctx
-// ends first, the link is down, or m could not be sent.
+// ends first, the link is down, or m could not be sent. When ctx ends while
+// the message is being written (a half-open link whose socket buffer is
+// full), the link is dropped: Publish returns and confirm gets
+// bridge.ErrLinkLost.
 func (u *Upstream) Publish(ctx context.Context, m *bridge.Message, confirm func(error)) error {
 	if !u.ready.Load() {
 		if err := u.Err(); err != nil {
@@ -50,7 +53,10 @@ func (u *Upstream) Publish(ctx context.Context, m *bridge.Message, confirm func(
 		return u.enqueue(p)
 	}
 	if pp.QoS == 0 {
-		if _, err := u.client.PublishWithOptions(ctx, pp, paho.PublishOptions{}); err != nil {
+		stop := u.writeGuard(ctx, m)
+		_, err := u.client.PublishWithOptions(ctx, pp, paho.PublishOptions{})
+		stop()
+		if err != nil {
 			return u.publishFailed(m, err)
 		}
 		p.done = true
@@ -64,7 +70,9 @@ func (u *Upstream) Publish(ctx context.Context, m *bridge.Message, confirm func(
 		return u.Err()
 	}
 	u.cur = p
+	stop := u.writeGuard(ctx, m)
 	_, err := u.client.PublishWithOptions(ctx, pp, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+	stop()
 	u.cur = nil
 	if !p.added {
 		<-u.slots
@@ -76,6 +84,15 @@ func (u *Upstream) Publish(ctx context.Context, m *bridge.Message, confirm func(
 	// Added: the confirm call follows, even when the write failed (the
 	// link is then lost and the confirmation says so).
 	return nil
+}
+
+// writeGuard drops the link when ctx ends before stop is called: a write
+// stuck on a half-open link ends with ctx, and a packet half written cannot
+// be taken back.
+func (u *Upstream) writeGuard(ctx context.Context, m *bridge.Message) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		u.linkDown(fmt.Errorf("publish to %q stuck writing: %w", m.Topic, context.Cause(ctx)))
+	})
 }
 
 func (u *Upstream) publishFailed(m *bridge.Message, err error) error {
