@@ -37,6 +37,7 @@ type forwarder struct {
 	rbuf    []*flight // read ahead from disk
 	rpos    int
 	dead    []session.Change // dead letters not yet committed
+	retry   []*flight        // rejected, waiting to be sent again
 
 	sentHigh uint64 // above every seq sent so far (resends are counted)
 	gen      uint64 // link generation: results of older links are ignored
@@ -56,6 +57,10 @@ type flight struct {
 	tries  int // rejections so far
 	done   bool
 	sent   bool
+	// awaiting: sent on this link, confirmation not yet in.
+	awaiting bool
+	// retryAt: rejected, to be sent again then (zero: not waiting).
+	retryAt time.Time
 }
 
 type result struct {
@@ -65,8 +70,12 @@ type result struct {
 }
 
 // maxRejects is how many times the upstream may reject a message before it
-// goes to the dead-letter log.
-const maxRejects = 3
+// goes to the dead-letter log; retryDelay is the wait before the first
+// resend of a rejected message (doubling after each rejection).
+const (
+	maxRejects = 3
+	retryDelay = time.Second
+)
 
 // deleteBatch is how many done entries are deleted from the log at once.
 const deleteBatch = 256
@@ -205,6 +214,9 @@ func (f *forwarder) forward(ctx context.Context, up Upstream) error {
 				lastJanitor = now
 				f.janitor()
 			}
+			if err := f.resendDue(ctx, up, now); err != nil {
+				return err
+			}
 			f.flushDeletes(false)
 		}
 	}
@@ -285,7 +297,7 @@ func (f *forwarder) send(ctx context.Context, up Upstream, fl *flight) error {
 		b.stats.Resent.Add(1)
 	}
 	f.sentHigh = max(f.sentHigh, fl.seq+1)
-	fl.sent, fl.sentAt = true, time.Now()
+	fl.sent, fl.sentAt, fl.awaiting, fl.retryAt = true, time.Now(), true, time.Time{}
 	if err := up.Publish(ctx, m, confirm); err != nil {
 		return err
 	}
@@ -307,6 +319,7 @@ func (f *forwarder) handleResults(ctx context.Context, up Upstream) error {
 			continue
 		}
 		fl := r.fl
+		fl.awaiting = false
 		switch {
 		case r.err == nil:
 			f.waiting--
@@ -316,12 +329,12 @@ func (f *forwarder) handleResults(ctx context.Context, up Upstream) error {
 			f.waiting--
 			fl.tries++
 			if fl.tries < maxRejects {
-				b.log.Warn("upstream rejected a message; sending it again", "seq", fl.seq, "topic", fl.msg.Topic, "try", fl.tries, "err", r.err)
-				if linkErr == nil && up != nil {
-					if err := f.send(ctx, up, fl); err != nil {
-						linkErr = err
-					}
-				}
+				// Later, not at once: a missing binding or permission
+				// may be fixed meanwhile. The queue goes on.
+				wait := retryDelay << (fl.tries - 1)
+				b.log.Warn("upstream rejected a message; sending it again later", "seq", fl.seq, "topic", fl.msg.Topic, "try", fl.tries, "in", wait, "err", r.err)
+				fl.retryAt = time.Now().Add(wait)
+				f.retry = append(f.retry, fl)
 				continue
 			}
 			b.log.Error("upstream rejected a message for good; moved to the dead-letter log", "seq", fl.seq, "topic", fl.msg.Topic, "err", r.err)
@@ -346,11 +359,27 @@ func (f *forwarder) oldestWaiting() *flight {
 		return nil
 	}
 	for _, fl := range f.fifo[f.head:] {
-		if fl.sent && !fl.done {
+		if fl.awaiting {
 			return fl
 		}
 	}
 	return nil
+}
+
+// resendDue sends again the rejected messages whose retry time has come.
+func (f *forwarder) resendDue(ctx context.Context, up Upstream, now time.Time) error {
+	keep := f.retry[:0]
+	var err error
+	for _, fl := range f.retry {
+		if err != nil || now.Before(fl.retryAt) {
+			keep = append(keep, fl)
+			continue
+		}
+		err = f.send(ctx, up, fl)
+	}
+	clear(f.retry[len(keep):])
+	f.retry = keep
+	return err
 }
 
 func (f *forwarder) push(fl *flight) { f.fifo = append(f.fifo, fl) }
@@ -448,7 +477,8 @@ func (f *forwarder) rewind() {
 		f.cursor = f.peeked.seq
 	}
 	clear(f.fifo)
-	f.fifo, f.head, f.waiting, f.peeked = f.fifo[:0], 0, 0, nil
+	clear(f.retry)
+	f.fifo, f.head, f.waiting, f.peeked, f.retry = f.fifo[:0], 0, 0, nil, f.retry[:0]
 	f.rbuf, f.rpos = nil, 0
 	f.b.ob.rewind(f.cursor)
 }
@@ -551,4 +581,3 @@ func (f *forwarder) janitor() {
 	}
 	f.advance()
 }
-
