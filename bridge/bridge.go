@@ -37,13 +37,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// StatsInterval is how often the statistics are published under
-	// $SYS/broker/bridge/<name>/. Default 10s; negative: never.
+	// StatsInterval overrides Config.StatsInterval when not zero;
+	// negative: the statistics are never published (tests).
 	StatsInterval time.Duration
 }
-
-// DefaultStatsInterval is the default Options.StatsInterval.
-const DefaultStatsInterval = 10 * time.Second
 
 // Bridge is one configured bridge: the outlet the broker offers messages
 // to (it implements broker.Outlet), the forwarder that drains the outbox
@@ -108,7 +105,7 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		opts.Now = time.Now
 	}
 	if opts.StatsInterval == 0 {
-		opts.StatsInterval = DefaultStatsInterval
+		opts.StatsInterval = cfg.StatsInterval
 	}
 	b := &Bridge{
 		cfg: cfg, opts: opts, origin: Origin(cfg.Name),

@@ -62,6 +62,9 @@ type Config struct {
 	// the bridge drops the connection and reconnects, resending what was
 	// unconfirmed. Default 30s.
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+	// StatsInterval is how often the bridge publishes its state and
+	// counters under $SYS/broker/bridge/<name>/. Default 10s.
+	StatsInterval time.Duration `yaml:"stats_interval"`
 }
 
 // ForwardRule maps local topics to upstream topics.
@@ -159,6 +162,7 @@ const (
 	DefaultReconnectMin   = time.Second
 	DefaultReconnectMax   = 2 * time.Minute
 	DefaultConfirmTimeout = 30 * time.Second
+	DefaultStatsInterval  = 10 * time.Second
 )
 
 // ApplyDefaults fills every zero field of c with its documented default.
@@ -179,6 +183,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Reconnect.Min, DefaultReconnectMin)
 	setDefault(&c.Reconnect.Max, max(DefaultReconnectMax, c.Reconnect.Min))
 	setDefault(&c.ConfirmTimeout, DefaultConfirmTimeout)
+	setDefault(&c.StatsInterval, DefaultStatsInterval)
 }
 
 // ApplyDefaultsAll applies the defaults to every bridge of cs.
@@ -446,6 +451,9 @@ func (c *Config) validateTimers(l *errList) {
 	}
 	if c.ConfirmTimeout <= 0 {
 		l.add("confirm_timeout", "must be positive")
+	}
+	if c.StatsInterval < 100*time.Millisecond {
+		l.add("stats_interval", "%v: use at least 100ms", c.StatsInterval)
 	}
 }
 

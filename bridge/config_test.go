@@ -215,7 +215,7 @@ var validateCases = []struct {
 	}, paths: []string{
 		"bridges[0].backlog.when_full", "bridges[0].confirm_timeout", "bridges[0].forward[0].from",
 		"bridges[0].name", "bridges[0].receive[0].to", "bridges[0].reconnect.max", "bridges[0].reconnect.min",
-		"bridges[0].replay.max_inflight", "bridges[0].upstream",
+		"bridges[0].replay.max_inflight", "bridges[0].stats_interval", "bridges[0].upstream",
 	}},
 }
 
