@@ -84,6 +84,7 @@ func TestConfigApplyDefaults(t *testing.T) {
 	want.Replay = Replay{MaxInflight: DefaultMaxInflight}
 	want.Reconnect = Reconnect{Min: time.Second, Max: 2 * time.Minute}
 	want.ConfirmTimeout = 30 * time.Second
+	want.StatsInterval = 10 * time.Second
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyDefaults:\n got %+v\nwant %+v", c, want)
 	}
