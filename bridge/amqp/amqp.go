@@ -362,9 +362,12 @@ func (u *Upstream) openDownlink(conn *amqp091.Connection, keys []string) (closed
 // connection.blocked/unblocked drive Blocked.
 func (u *Upstream) watch(connClosed, pubClosed, subClosed chan *amqp091.Error, blocks chan amqp091.Blocking) {
 	closed := func(what string, e *amqp091.Error, ok bool) {
-		if ok && e != nil {
+		switch {
+		case ok && e != nil && e.Server:
 			u.linkDown(fmt.Errorf("%s closed by the broker: %w", what, e))
-		} else {
+		case ok && e != nil: // a socket error, a missed heartbeat
+			u.linkDown(fmt.Errorf("%s failed: %w", what, e))
+		default:
 			u.linkDown(fmt.Errorf("%s closed", what))
 		}
 	}

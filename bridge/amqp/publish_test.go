@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -134,7 +135,8 @@ func TestPublishTooLong(t *testing.T) {
 
 // TestLinkLost takes the upstream away (through a proxy) while messages
 // wait for their confirmations: every one is confirmed with ErrLinkLost,
-// Done is closed, Err says why, and Publish refuses.
+// Done is closed, Err says why, and Publish refuses. Once the upstream is
+// back, a new link works.
 func TestLinkLost(t *testing.T) {
 	e := newEnv(t)
 	e.queue("#")
@@ -173,6 +175,19 @@ func TestLinkLost(t *testing.T) {
 	}
 	if err := u.Close(); err != nil {
 		t.Logf("Close after the loss: %v", err)
+	}
+
+	// The upstream comes back: a new link works (the bridge reconnects
+	// with a new Upstream).
+	p.Thaw()
+	p.Up()
+	u = connect(t, cfg, nil)
+	c = newConfirms(t)
+	if err := c.publish(u, msg("a", 102), nil); err != nil {
+		t.Fatal(err)
+	}
+	if errs := c.wait(); errs[0] != nil {
+		t.Fatalf("after the restart: %v", errs[0])
 	}
 }
 
@@ -291,5 +306,67 @@ func TestBlocked(t *testing.T) {
 	poll(t, "unblocked", func() bool { return !u.Blocked() })
 	if errs := c.wait(); errs[0] != nil {
 		t.Fatalf("confirmation after the alarm: %v", errs[0])
+	}
+}
+
+// TestPublishNacked: a queue full with the reject-publish overflow policy
+// makes the broker nack: those messages are confirmed with ErrNacked (to
+// be resent), the others normally, and the link stays up.
+func TestPublishNacked(t *testing.T) {
+	const max = 5
+	e := newEnv(t)
+	q, err := e.ch.QueueDeclare(upstreamtest.UniqueName(t, "q"), false, false, false, false,
+		amqp091.Table{"x-max-length": int32(max), "x-overflow": "reject-publish"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deleteQueueAtEnd(q.Name)
+	if err := e.ch.QueueBind(q.Name, "full", e.exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	u := connect(t, e.config(), nil)
+	c := newConfirms(t)
+	for i := range 2 * max {
+		if err := c.publish(u, msg("full", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, err := range c.wait() {
+		switch {
+		case i < max && err != nil:
+			t.Errorf("message %d: %v", i, err)
+		case i >= max && !errors.Is(err, ErrNacked):
+			t.Errorf("message %d: %v, want ErrNacked", i, err)
+		}
+	}
+	if u.Err() != nil {
+		t.Fatalf("link down: %v", u.Err())
+	}
+}
+
+// TestHeartbeatDetectsFrozenLink: with nothing arriving on a half-open
+// link, the missed heartbeats end it by themselves: Done closes with
+// ErrLinkLost and the pending confirmation fails.
+func TestHeartbeatDetectsFrozenLink(t *testing.T) {
+	e := newEnv(t)
+	e.queue("#")
+	cfg := e.config()
+	cfg.Heartbeat = time.Second
+	p := upstreamtest.Proxy(t, upstreamtest.AMQPAddr(t, cfg.URL))
+	cfg.URL = p.URL(cfg.URL)
+	u := connect(t, cfg, nil)
+	c := newConfirms(t)
+	p.Freeze()
+	if err := c.publish(u, msg("h", 0), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, u.Done(), "Done")
+	if errs := c.wait(); !errors.Is(errs[0], bridge.ErrLinkLost) {
+		t.Fatalf("confirmation: %v, want ErrLinkLost", errs[0])
+	}
+	if err := u.Err(); !errors.Is(err, bridge.ErrLinkLost) {
+		t.Fatalf("Err = %v", err)
+	} else {
+		t.Logf("Err: %v", err)
 	}
 }

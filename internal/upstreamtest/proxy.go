@@ -200,6 +200,7 @@ func (p *TCPProxy) Down() {
 
 // Up listens again on the proxy's address after Down (nothing happens when
 // it is listening). It fails the test when the port cannot be taken back.
+// A Freeze outlives Down and Up: Thaw ends it.
 func (p *TCPProxy) Up() {
 	p.t.Helper()
 	p.mu.Lock()
