@@ -251,8 +251,8 @@ func (p *TCPProxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+	p.Down() // before Thaw: held bytes are dropped, not forwarded
 	p.Thaw()
-	p.Down()
 	p.wg.Wait()
 }
 

@@ -10,10 +10,14 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultAMQPURL is the RabbitMQ the tests use unless FERRYMQ_AMQP_URL
@@ -33,7 +37,9 @@ const (
 // RabbitMQ returns the URL of the RabbitMQ broker for the tests
 // (DefaultAMQPURL, or FERRYMQ_AMQP_URL) after checking that its port
 // accepts connections. When it does not, the test is skipped, or fails
-// when FERRYMQ_REQUIRE_SERVICES=1 (CI).
+// when FERRYMQ_REQUIRE_SERVICES=1 (CI). The test then holds the RabbitMQ
+// lock shared until it ends, so that no memory alarm (RabbitMemoryAlarm)
+// of another test binary holds up its publishes.
 func RabbitMQ(t testing.TB) string {
 	t.Helper()
 	raw := os.Getenv("FERRYMQ_AMQP_URL")
@@ -49,6 +55,7 @@ func RabbitMQ(t testing.TB) string {
 		rabbitUnavailable(t, "no RabbitMQ at %s (start one with \"rabbitmq-server -detached\", or set FERRYMQ_AMQP_URL): %v", addr, err)
 	}
 	c.Close()
+	holdRabbit(t)
 	return raw
 }
 
@@ -160,15 +167,20 @@ func RabbitVhost(t testing.TB) string {
 // (vm_memory_high_watermark near zero), so that the broker blocks its
 // publishing connections (connection.blocked); the returned function, also
 // run at the end of the test, restores the watermark and waits until the
-// alarm is cleared. The alarm holds up every publisher of the node: keep it
-// short. The test is skipped when rabbitmqctl cannot be used (or fails
-// with FERRYMQ_REQUIRE_SERVICES=1 when it fails).
+// alarm is cleared. The alarm holds up every publisher of the node, so the
+// test first takes the RabbitMQ lock exclusive: it waits until the tests of
+// other test binaries that use RabbitMQ are done, and those that start
+// meanwhile wait for the restore. (Tests of the same binary are not held
+// back: do not run them in parallel with this one.) The test is skipped
+// when rabbitmqctl cannot be used (or fails with FERRYMQ_REQUIRE_SERVICES=1
+// when it fails).
 func RabbitMemoryAlarm(t testing.TB) (restore func()) {
 	t.Helper()
 	base := RabbitMQ(t)
 	if why := rabbitctlUsable(base); why != "" {
 		t.Skipf("upstreamtest: cannot set off a memory alarm: %s", why)
 	}
+	exclusiveRabbit(t)
 	old, err := rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
 	if err != nil {
 		rabbitctlFailed(t, err)
@@ -196,6 +208,133 @@ func RabbitMemoryAlarm(t testing.TB) (restore func()) {
 		t.Fatalf("upstreamtest: %v", err)
 	}
 	return restore
+}
+
+// The RabbitMQ lock: every test using RabbitMQ holds it shared (one flock
+// per test binary, counted), a memory alarm holds it exclusive. The gate
+// gives the alarm precedence: it holds the gate exclusive while it waits
+// for the lock, and tests take the gate (shared, briefly) before the lock,
+// so that they queue behind the alarm instead of starving it.
+var rabbitLock struct {
+	mu    sync.Mutex
+	f     *os.File // the lock, held while users > 0; nil when it cannot be used
+	users int
+	held  map[testing.TB]bool // the tests counted in users
+}
+
+// rabbitLockDir holds the lock files (a variable for the lock's own test).
+var rabbitLockDir = os.TempDir()
+
+// rabbitLockPath is the lock file (its gate is the same path + ".gate").
+func rabbitLockPath() string { return filepath.Join(rabbitLockDir, "ferrymq-rabbitmq.lock") }
+
+// holdRabbit makes t hold the RabbitMQ lock shared until it ends (once per
+// test, however often it is called). When the lock files cannot be used,
+// it logs why and goes on without.
+func holdRabbit(t testing.TB) {
+	l := &rabbitLock
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[t] {
+		return
+	}
+	if l.users == 0 {
+		f, err := os.OpenFile(rabbitLockPath(), os.O_RDWR|os.O_CREATE, 0o666)
+		if err == nil {
+			err = gated(t, f, unix.LOCK_SH)
+			if err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			t.Logf("upstreamtest: RabbitMQ lock not used: %v", err)
+			f = nil
+		}
+		l.f = f
+		l.held = make(map[testing.TB]bool)
+	}
+	l.users++
+	l.held[t] = true
+	t.Cleanup(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.held, t)
+		if l.users--; l.users == 0 && l.f != nil {
+			l.f.Close() // releases the flock
+			l.f = nil
+		}
+	})
+}
+
+// exclusiveRabbit turns the lock held for t exclusive (waiting for the
+// tests of other binaries to end), and back to shared before t releases
+// it.
+func exclusiveRabbit(t testing.TB) {
+	t.Helper()
+	l := &rabbitLock
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	// Not shared while waiting: two binaries waiting for an alarm each
+	// would otherwise hold up each other.
+	if err := flock(l.f, unix.LOCK_UN); err != nil {
+		t.Fatalf("upstreamtest: RabbitMQ lock: %v", err)
+	}
+	if err := gated(t, l.f, unix.LOCK_EX); err != nil {
+		t.Fatalf("upstreamtest: RabbitMQ lock: %v", err)
+	}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err := flock(l.f, unix.LOCK_SH); err != nil { // a downgrade: never waits
+			t.Errorf("upstreamtest: RabbitMQ lock: %v", err)
+		}
+	})
+}
+
+// gated takes the lock f (how: LOCK_SH or LOCK_EX) through the gate: shared
+// lockers hold the gate shared for a moment, the exclusive one holds it
+// exclusive until it has the lock. It logs when it has to wait.
+func gated(t testing.TB, f *os.File, how int) error {
+	gate, err := os.OpenFile(rabbitLockPath()+".gate", os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return err
+	}
+	defer gate.Close() // releases the gate
+	gateHow := unix.LOCK_SH
+	if how == unix.LOCK_EX {
+		gateHow = unix.LOCK_EX
+	}
+	for _, s := range []struct {
+		f   *os.File
+		how int
+	}{{gate, gateHow}, {f, how}} {
+		if err := flock(s.f, s.how|unix.LOCK_NB); err == nil {
+			continue
+		} else if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		t.Logf("upstreamtest: waiting for the RabbitMQ lock (%s): another test binary holds it", s.f.Name())
+		if err := flock(s.f, s.how); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flock is unix.Flock on f, retried when interrupted.
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			if err != nil {
+				return fmt.Errorf("flock %s: %w", f.Name(), err)
+			}
+			return nil
+		}
+	}
 }
 
 // waitNoAlarm polls the node until it has no resource alarm.

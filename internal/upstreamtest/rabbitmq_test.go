@@ -1,10 +1,16 @@
 package upstreamtest
 
 import (
+	"errors"
 	"net"
 	"net/url"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestAMQPAddr(t *testing.T) {
@@ -73,5 +79,71 @@ func TestRabbitVhost(t *testing.T) {
 	}
 	if !strings.Contains(out, strings.TrimPrefix(ua.Path, "/")) {
 		t.Fatalf("vhost %q not listed: %s", ua.Path, out)
+	}
+}
+
+// TestRabbitLock plays another test binary against this one: while the
+// other holds the lock shared, going exclusive waits, holding the gate so
+// that new tests queue behind it; once the other lets go, it gets the lock
+// exclusive; at the end of the test everything is released.
+func TestRabbitLock(t *testing.T) {
+	rabbitLock.mu.Lock()
+	users := rabbitLock.users
+	rabbitLock.mu.Unlock()
+	if users != 0 {
+		t.Skipf("%d tests of this binary hold the lock", users)
+	}
+	old := rabbitLockDir
+	rabbitLockDir = t.TempDir()
+	t.Cleanup(func() { rabbitLockDir = old })
+	open := func(path string) *os.File {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	other := open(rabbitLockPath())
+	if err := flock(other, unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	probe, probeGate := open(rabbitLockPath()), open(rabbitLockPath()+".gate")
+	var released atomic.Bool
+	done, stop := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	go func() {
+		defer close(done)
+		// Wait until the alarm holds the gate, then let go.
+		for flock(probeGate, unix.LOCK_SH|unix.LOCK_NB) == nil {
+			flock(probeGate, unix.LOCK_UN)
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		released.Store(true)
+		flock(other, unix.LOCK_UN)
+	}()
+	t.Run("alarm", func(t *testing.T) {
+		holdRabbit(t)
+		exclusiveRabbit(t)
+		if !released.Load() {
+			t.Fatal("exclusive while another binary held the lock")
+		}
+		if err := flock(probe, unix.LOCK_SH|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+			t.Fatalf("shared lock while exclusive: %v", err)
+		}
+		if err := flock(probeGate, unix.LOCK_SH|unix.LOCK_NB); err != nil {
+			t.Fatalf("the gate stays closed once exclusive: %v", err)
+		}
+		flock(probeGate, unix.LOCK_UN)
+	})
+	if err := flock(probe, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatalf("lock not released at the end of the test: %v", err)
 	}
 }
