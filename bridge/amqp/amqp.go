@@ -96,7 +96,9 @@ func (c *Config) fill() {
 }
 
 // ErrNacked is returned through a confirmation when the broker nacked the
-// message (an internal error on its side): the message should be resent.
+// message (an internal error on its side, or a queue it was routed to is
+// full and refuses publishes: x-overflow reject-publish): the message
+// should be resent later.
 var ErrNacked = errors.New("amqp: the broker nacked the message")
 
 var (
