@@ -181,6 +181,9 @@ type e2eOpts struct {
 	maxBytes    int64  // backlog.max_bytes (0: default)
 	whenFull    string // backlog.when_full ("": default)
 	maxInflight int    // replay.max_inflight (0: e2eInflight)
+	// bidirectional adds shared/# both ways, unchanged: forwarded up and
+	// received down.
+	bidirectional bool
 }
 
 // Settings common to every test: quick reconnects, a short confirm
@@ -208,8 +211,14 @@ func (u *e2eUpstream) writeConfig(t *testing.T, dataDir string, o e2eOpts) strin
 	b.WriteString("    forward:\n")
 	b.WriteString("      - {from: \"sensors/#\", to: \"site1/{1}\", qos: 1}\n")
 	b.WriteString("      - {from: \"replies/#\", to: \"{topic}\", qos: 1}\n")
+	if o.bidirectional {
+		b.WriteString("      - {from: \"shared/#\", to: \"{topic}\", qos: 1}\n")
+	}
 	b.WriteString("    receive:\n")
 	b.WriteString("      - {from: \"cmd/edge-01/#\", to: \"cmd/{1}\", qos: 1}\n")
+	if o.bidirectional {
+		b.WriteString("      - {from: \"shared/#\", to: \"{topic}\", qos: 1}\n")
+	}
 	if o.maxBytes > 0 || o.whenFull != "" {
 		b.WriteString("    backlog:\n")
 		if o.maxBytes > 0 {

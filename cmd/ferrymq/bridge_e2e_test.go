@@ -20,6 +20,8 @@ package main_test
 // is missing, and fails them when FERRYMQ_REQUIRE_SERVICES=1.
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,18 @@ func TestBridgeE2EKillDuringDrain(t *testing.T) {
 			res := sink.verify(t, expected)
 			t.Logf("%s: killed with %d of %d upstream; all there %v after the upstream came back; %d deliveries, %d duplicates",
 				kind, at, len(expected), d.Round(time.Millisecond), res.received, res.dups)
+			// The README says that after a restart, kill -9 included, at
+			// most the inflight window arrives twice. Entries confirmed
+			// but whose deletion was not yet committed (deleted 256 at a
+			// time, or every tick) are sent again too.
+			if res.dups > e2eInflight {
+				msg := fmt.Sprintf("bug: %d duplicates after kill -9, more than replay.max_inflight (%d) that the README promises", res.dups, e2eInflight)
+				if os.Getenv("FERRYMQ_E2E_KNOWN_BUGS") != "" {
+					t.Error(msg)
+				} else {
+					t.Log(msg)
+				}
+			}
 			b2.logProblems(t)
 		})
 	}
@@ -160,9 +174,11 @@ func TestBridgeE2EHalfOpen(t *testing.T) {
 			if !strings.Contains(line, "confirm") {
 				t.Errorf("the link was lost for another reason than a confirm timeout: %s", line)
 			}
-			// Generous slack: a noisy machine, and the check runs every
+			// The line is logged once the dead link is closed: the AMQP
+			// adapter gives its close handshake 2 s. Then generous
+			// slack: a noisy machine, and the check runs every
 			// confirm_timeout/4 at most.
-			if limit := e2eConfirmTimeout + 5*time.Second; detected > limit {
+			if limit := e2eConfirmTimeout + 2*time.Second + 3*time.Second; detected > limit {
 				t.Errorf("half-open link detected %v after the first publish into it, want within the confirm timeout %v (+ slack: %v)",
 					detected, e2eConfirmTimeout, limit)
 			}
@@ -178,9 +194,21 @@ func TestBridgeE2EHalfOpen(t *testing.T) {
 			res := sink.verify(t, e2eExpected(pubs, 0, per))
 			t.Logf("%s: all %d upstream %v after the thaw; %d deliveries, %d duplicates", kind, pubs*per,
 				time.Since(thawed).Round(time.Millisecond), res.received, res.dups)
-			n := sys.waitInt(t, "confirm_timeouts", func(n int64) bool { return n >= 1 }, 30*time.Second)
-			l := sys.waitInt(t, "link_losses", func(n int64) bool { return n >= 1 }, 30*time.Second)
-			t.Logf("%s: $SYS confirm_timeouts %d, link_losses %d", kind, n, l)
+			// The counters, once the backlog is empty: one timeout, each
+			// entry sent at least once and confirmed exactly once.
+			sys.waitInt(t, "backlog/messages", func(n int64) bool { return n == 0 }, 30*time.Second)
+			to, _ := sys.int("confirm_timeouts")
+			lost, _ := sys.int("link_losses")
+			conf, _ := sys.int("confirmed")
+			fwd, _ := sys.int("forwarded")
+			resent, _ := sys.int("resent")
+			if to < 1 || lost < 1 {
+				t.Errorf("$SYS confirm_timeouts %d, link_losses %d: want both at least 1", to, lost)
+			}
+			if conf != pubs*per || fwd-resent != pubs*per {
+				t.Errorf("$SYS confirmed %d, forwarded %d, resent %d: want %d confirmed and forwarded - resent", conf, fwd, resent, pubs*per)
+			}
+			t.Logf("%s: $SYS confirm_timeouts %d, link_losses %d, confirmed %d, forwarded %d, resent %d", kind, to, lost, conf, fwd, resent)
 			b.logProblems(t)
 		})
 	}
