@@ -68,6 +68,13 @@ type e2eUpstream struct {
 
 func newE2EUpstream(t *testing.T, kind string, linkProxy bool) *e2eUpstream {
 	t.Helper()
+	return newE2EUpstreamWith(t, kind, linkProxy, upstreamtest.MosquittoOptions{})
+}
+
+// newE2EUpstreamWith is newE2EUpstream with a Mosquitto configuration
+// (for an MQTT upstream).
+func newE2EUpstreamWith(t *testing.T, kind string, linkProxy bool, mo upstreamtest.MosquittoOptions) *e2eUpstream {
+	t.Helper()
 	u := &e2eUpstream{t: t, kind: kind, clientID: "edge-01"}
 	switch kind {
 	case kindAMQP:
@@ -94,7 +101,7 @@ func newE2EUpstream(t *testing.T, kind string, linkProxy bool) *e2eUpstream {
 			}
 		})
 	case kindMQTT:
-		u.mosq = upstreamtest.StartMosquitto(t)
+		u.mosq = upstreamtest.StartMosquittoWith(t, mo)
 		if linkProxy {
 			u.proxy = upstreamtest.Proxy(t, u.mosq.Addr())
 		}
@@ -631,11 +638,17 @@ func (s *e2eSink) verify(t *testing.T, expected []string) e2eResult {
 // hour) that reconnects whenever Mosquitto comes back.
 func (u *e2eUpstream) consume(t *testing.T, filter string) *e2eSink {
 	t.Helper()
+	return u.consumeAs(t, filter, "e2e-sink")
+}
+
+// consumeAs is consume with the MQTT client id of the consumer.
+func (u *e2eUpstream) consumeAs(t *testing.T, filter, id string) *e2eSink {
+	t.Helper()
 	sink := newE2ESink()
 	if u.kind == kindAMQP {
 		u.consumeAMQP(t, filter, sink)
 	} else {
-		startV5Sub(t, u.mosq.Addr(), "e2e-sink", filter, sink)
+		startV5Sub(t, u.mosq.Addr(), id, filter, sink)
 	}
 	return sink
 }

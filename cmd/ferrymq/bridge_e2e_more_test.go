@@ -7,6 +7,8 @@ package main_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ferrymq/ferrymq/internal/upstreamtest"
 )
 
 // TestBridgeE2EBacklogBound (issue item 5): backlog.max_bytes has room for
@@ -616,6 +620,78 @@ func TestBridgeE2EBidirectional(t *testing.T) {
 					t.Errorf("upstream got its own message %s %d times, want once (the bridge sent it back up)", p, k)
 				}
 			}
+		})
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters.
+
+// TestBridgeE2EDeadLetter: a message the upstream refuses for good (AMQP:
+// returned, no queue binds its routing key; MQTT: PUBACK 0x87, Mosquitto's
+// ACL denies the topic) does not block the ones after it; it goes to the
+// dead-letter log, "ferrymq dead-letters list" shows it, and once the
+// upstream would take it "dead-letters replay" sends it on the next run.
+func TestBridgeE2EDeadLetter(t *testing.T) {
+	const acl = "topic readwrite site1/#\ntopic readwrite cmd/#\n"
+	for _, kind := range e2eKinds {
+		t.Run(kind, func(t *testing.T) {
+			if kind == kindMQTT && os.Getenv("FERRYMQ_E2E_KNOWN_BUGS") == "" {
+				// Set FERRYMQ_E2E_KNOWN_BUGS=1 to run it.
+				t.Skip("bug: Mosquitto 2.0.11 closes the connection right after its PUBACK 0x87; the forwarder's " +
+					"rejection count lives in the flight, which rewind() throws away with the link, so the count " +
+					"never reaches 3: the message is never dead-lettered and blocks the queue for good (the link flaps)")
+			}
+			t.Parallel()
+			u := newE2EUpstreamWith(t, kind, false, upstreamtest.MosquittoOptions{ACL: acl})
+			sink := u.consume(t, "site1/#")
+			cfg := u.writeConfig(t, t.TempDir(), e2eOpts{})
+			b := startE2EBroker(t, cfg)
+			b.waitLine(t, e2eConnectedRe, 0, 30*time.Second)
+
+			pub := pahoClient(t, b.addr, "e2e-dl-pub", nil, false)
+			waitToken(t, "publish", pub.Publish(e2eTopic(0), 1, false, e2ePayload(0, 0)))
+			waitToken(t, "publish", pub.Publish("replies/nobody", 1, false, "orphan"))
+			for i := 1; i < 10; i++ {
+				waitToken(t, "publish", pub.Publish(e2eTopic(0), 1, false, e2ePayload(0, i)))
+			}
+			sink.wait(t, "messages after the refused one", 10, b, e2eStall)
+			sink.verify(t, e2eExpected(1, 0, 10))
+			b.waitLine(t, regexp.MustCompile(`msg="upstream rejected a message for good; moved to the dead-letter log".*topic=replies/nobody`), 0, 30*time.Second)
+			b.stop(t)
+
+			code, out, errOut := run(t, "dead-letters", "-c", cfg, "list", e2eBridgeName)
+			if code != 0 || !strings.Contains(out, `topic="replies/nobody"`) || !strings.Contains(out, "\n1 dead letters\n") {
+				t.Fatalf("dead-letters list: exit %d, stdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+
+			// The upstream takes it now.
+			var replies *e2eSink
+			if kind == kindAMQP {
+				replies = u.consume(t, "replies/#")
+			} else {
+				if err := os.WriteFile(filepath.Join(u.mosq.Dir(), "acl"), []byte(acl+"topic readwrite replies/#\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				u.mosq.Stop()
+				u.mosq.Start()
+				replies = u.consumeAs(t, "replies/#", "e2e-replies")
+			}
+			code, out, errOut = run(t, "dead-letters", "-c", cfg, "replay", e2eBridgeName)
+			if code != 0 || out != "1 dead letters of bridge cloud moved back to its outbox\n" {
+				t.Fatalf("dead-letters replay: exit %d, stdout %q, stderr %q", code, out, errOut)
+			}
+			b = b.restart(t)
+			replies.waitFor(t, "orphan", b, 60*time.Second)
+			msgs, _ := replies.snapshot()
+			if m := msgs[0]; m.topic != "replies/nobody" || m.id == "" || !m.hasSeq {
+				t.Errorf("replayed dead letter arrived as %+v, want topic replies/nobody with the bridge's id and seq", m)
+			}
+			b.stop(t)
+			if code, out, _ := run(t, "dead-letters", "-c", cfg, "list", e2eBridgeName); code != 0 || out != "0 dead letters\n" {
+				t.Errorf("dead-letters list after the replay: exit %d, stdout %q", code, out)
+			}
+			t.Logf("%s: refused message dead-lettered without blocking the next 9, listed, replayed, delivered", kind)
 		})
 	}
 }
