@@ -269,11 +269,15 @@ func (b *Bridge) forwardLive(m *session.Message, topic string, qos byte) {
 // resend, unique across gateways (client id or bridge name) and across a
 // store that was reset (the stamp).
 func (b *Bridge) messageID(seq uint64, stamp int64) string {
-	prefix := b.cfg.ClientID
-	if prefix == "" {
-		prefix = b.cfg.Name
+	return b.idPrefix() + strconv.FormatInt(stamp, 36) + "-" + strconv.FormatUint(seq, 10)
+}
+
+// idPrefix starts every id this bridge gives: "<client_id or name>-".
+func (b *Bridge) idPrefix() string {
+	if b.cfg.ClientID != "" {
+		return b.cfg.ClientID + "-"
 	}
-	return prefix + "-" + strconv.FormatInt(stamp, 36) + "-" + strconv.FormatUint(seq, 10)
+	return b.cfg.Name + "-"
 }
 
 // toMessage converts a local message for the upstream.

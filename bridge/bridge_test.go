@@ -393,7 +393,11 @@ func TestDownlink(t *testing.T) {
 	}
 	other := &Inbound{Message: Message{Topic: "elsewhere"}, Ack: func() { acked.Add(1) }, Nack: func() { nacked.Add(1) }}
 	h.srv.send(other)
-	if acked.Load() != 2 || nacked.Load() != 0 {
+	// Our own forwarded message coming back (an AMQP binding that matches
+	// it) is acknowledged and dropped.
+	echo := &Inbound{Message: Message{Topic: "cmd/edge-01/x", ID: "edge-01-abc-7"}, Ack: func() { acked.Add(1) }, Nack: func() { nacked.Add(1) }}
+	h.srv.send(echo)
+	if acked.Load() != 3 || nacked.Load() != 0 {
 		t.Fatalf("acked %d nacked %d", acked.Load(), nacked.Load())
 	}
 	h.mu.Lock()
@@ -402,7 +406,10 @@ func TestDownlink(t *testing.T) {
 	if m.Topic != "cmd/valve/open" || m.QoS != 1 || m.Props.ResponseTopic != "replies/abc" || string(m.Props.CorrelationData) != "c1" || m.Origin != Origin("cloud") {
 		t.Errorf("injected %+v", m)
 	}
-	if s := h.b.Stats(); s.Received != 1 || s.DroppedUnmapped != 1 {
+	if len(h.injected) != 1 {
+		t.Errorf("%d injected", len(h.injected))
+	}
+	if s := h.b.Stats(); s.Received != 1 || s.DroppedUnmapped != 1 || s.DroppedEcho != 1 {
 		t.Errorf("stats %+v", s)
 	}
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"strings"
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
@@ -12,6 +13,14 @@ import (
 // it is durable here (Nack otherwise: the upstream keeps it). A message no
 // rule maps is acknowledged and counted: it can never be delivered.
 func (b *Bridge) handleInbound(in *Inbound) {
+	if in.ID != "" && strings.HasPrefix(in.ID, b.idPrefix()) {
+		// Our own forwarded message, routed back to us by the upstream
+		// (an AMQP binding that also matches what we publish; MQTT
+		// subscriptions use No Local): never publish it here again.
+		b.stats.DroppedEcho.Add(1)
+		in.Ack()
+		return
+	}
 	i, topic := FirstMatch(b.recv, in.Topic)
 	if i < 0 {
 		b.stats.DroppedUnmapped.Add(1)

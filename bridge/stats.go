@@ -38,6 +38,7 @@ type Stats struct {
 	DroppedExpired  atomic.Int64 // the message's own expiry passed while it waited
 	DroppedOffline  atomic.Int64 // QoS 0 not queued while the link was down (or not keeping up)
 	DroppedUnmapped atomic.Int64 // downlink messages no receive rule maps
+	DroppedEcho     atomic.Int64 // downlink messages that were our own forwarded ones
 
 	rate atomic.Int64 // confirmed per second over the last stats period (x1000)
 }
@@ -49,13 +50,13 @@ type Snapshot struct {
 	BacklogMessages, BacklogBytes int64
 	// OldestUnconfirmed is the age of the oldest outbox entry (0 when
 	// empty): the link's health, whatever the socket says.
-	OldestUnconfirmed                           time.Duration
-	Forwarded, Confirmed, Resent, Received      int64
-	Connects, ConnectErrs, LinkLosses, Timeouts int64
-	StoreFailed, RefusedFull, DeadLetter        int64
-	DroppedFull, DroppedAge, DroppedExpired     int64
-	DroppedOffline, DroppedUnmapped             int64
-	ReplayRate                                  float64 // confirmed per second, last stats period
+	OldestUnconfirmed                            time.Duration
+	Forwarded, Confirmed, Resent, Received       int64
+	Connects, ConnectErrs, LinkLosses, Timeouts  int64
+	StoreFailed, RefusedFull, DeadLetter         int64
+	DroppedFull, DroppedAge, DroppedExpired      int64
+	DroppedOffline, DroppedUnmapped, DroppedEcho int64
+	ReplayRate                                   float64 // confirmed per second, last stats period
 }
 
 // Stats returns the bridge's current state and counters.
@@ -70,7 +71,8 @@ func (b *Bridge) Stats() Snapshot {
 		RefusedFull: st.RefusedFull.Load(), DeadLetter: st.DeadLetter.Load(),
 		DroppedFull: st.DroppedFull.Load(), DroppedAge: st.DroppedAge.Load(), DroppedExpired: st.DroppedExpired.Load(),
 		DroppedOffline: st.DroppedOffline.Load(), DroppedUnmapped: st.DroppedUnmapped.Load(),
-		ReplayRate: float64(st.rate.Load()) / 1000,
+		DroppedEcho: st.DroppedEcho.Load(),
+		ReplayRate:  float64(st.rate.Load()) / 1000,
 	}
 	if old := b.oldest.Load(); old != 0 && n > 0 {
 		s.OldestUnconfirmed = max(b.opts.Now().Sub(time.Unix(0, old)), 0)
@@ -113,6 +115,7 @@ func (s *Snapshot) Topics() [][2]string {
 		{"dropped/expired", i(s.DroppedExpired)},
 		{"dropped/offline", i(s.DroppedOffline)},
 		{"dropped/unmapped", i(s.DroppedUnmapped)},
+		{"dropped/echo", i(s.DroppedEcho)},
 	}
 }
 
