@@ -22,7 +22,10 @@ package main_test
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -212,4 +215,114 @@ func TestBridgeE2EHalfOpen(t *testing.T) {
 			b.logProblems(t)
 		})
 	}
+}
+
+// TestBridgeE2EKillWhilePublishing: the outbox entry is written with the
+// publish, before its PUBACK. ferrymq forwards live to a running upstream
+// and is killed (SIGKILL) while 20 publishers send: after a restart every
+// message a publisher had an acknowledgement for arrives upstream (those
+// sent but not acknowledged may or may not), in order.
+func TestBridgeE2EKillWhilePublishing(t *testing.T) {
+	const pubs, per = 20, 5000
+	for _, kind := range e2eKinds {
+		t.Run(kind, func(t *testing.T) {
+			u := newE2EUpstream(t, kind, false)
+			sink := u.consume(t, "site1/#")
+			b := startE2EBroker(t, u.writeConfig(t, t.TempDir(), e2eOpts{}))
+			b.waitLine(t, e2eConnectedRe, 0, 30*time.Second)
+
+			var wg sync.WaitGroup
+			acked := make([]*atomic.Int64, pubs)
+			sent := make([]int, pubs)
+			for p := range pubs {
+				acked[p] = new(atomic.Int64)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sent[p] = publishUntilCut(b.addr, p, per, acked[p])
+				}()
+			}
+			total := func() int64 {
+				var n int64
+				for _, a := range acked {
+					n += a.Load()
+				}
+				return n
+			}
+			for total() < pubs*per/2 {
+				if b.p.exitedEarly() {
+					t.Fatalf("ferrymq exited: %v", b.p.err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			b.kill(t)
+			wg.Wait()
+			var must, expected []string
+			mustSet := map[string]bool{}
+			for p := range pubs {
+				for i := range sent[p] {
+					expected = append(expected, e2ePayload(p, i))
+				}
+				for i := range int(acked[p].Load()) {
+					must = append(must, e2ePayload(p, i))
+					mustSet[e2ePayload(p, i)] = true
+				}
+			}
+			if len(must) == pubs*per {
+				t.Fatalf("every message was acknowledged before the kill: nothing was cut")
+			}
+			b2 := b.restart(t)
+			// Every acknowledged message, and whatever else made it.
+			for _, p := range must {
+				sink.waitFor(t, p, b2, e2eStall)
+			}
+			// One more message per publisher after the restart: when it
+			// is there, everything before it is.
+			publishLoad(t, b2.addr, pubs, per, per+1, 1)
+			for p := range pubs {
+				sink.waitFor(t, e2ePayload(p, per), b2, e2eStall)
+				expected = append(expected, e2ePayload(p, per))
+				mustSet[e2ePayload(p, per)] = true
+			}
+			slices.SortStableFunc(expected, func(a, b string) int { return strings.Compare(a[:4], b[:4]) })
+			res := sink.verifyOpt(t, expected, func(p string) bool { return !mustSet[p] })
+			t.Logf("%s: killed with %d of %d acknowledged, %d sent; upstream got %d distinct (%d deliveries, %d duplicates)",
+				kind, len(must), pubs*per, len(expected)-pubs, res.distinct, res.received, res.dups)
+		})
+	}
+}
+
+// publishUntilCut publishes messages [0, n) of publisher p until the
+// connection fails, counting the acknowledged ones in acked (ferrymq
+// acknowledges in order: they are the first ones), and returns how many
+// were handed to the connection.
+func publishUntilCut(addr string, p, n int, acked *atomic.Int64) int {
+	m, _, err := benchDial(addr, fmt.Sprintf("e2e-pub-%03d", p), true)
+	if err != nil {
+		return 0
+	}
+	defer m.c.Close()
+	bp := newBenchPublisher(m, e2eWindow)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			acked.Store(bp.acked.Load())
+			select {
+			case <-stop:
+				acked.Store(bp.acked.Load())
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	sent := 0
+	for i := range n {
+		if err := bp.publish(e2eTopic(p), []byte(e2ePayload(p, i)), false); err != nil {
+			return sent
+		}
+		sent++
+	}
+	_ = bp.drain(time.Minute)
+	return sent
 }
