@@ -413,3 +413,37 @@ func TestDownlink(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// TestDeadLetterAcrossLinks: an upstream that drops the link after each
+// rejection (Mosquitto after a denied publish) still gets the message
+// dead-lettered after three rejections.
+func TestDeadLetterAcrossLinks(t *testing.T) {
+	h := newHarness(t, testConfig())
+	var links []*fakeLink
+	h.srv.mu.Lock()
+	h.srv.reject = func(m *Message) bool {
+		if string(m.Payload) != "bad" {
+			return false
+		}
+		links = append([]*fakeLink(nil), h.srv.links...)
+		return true
+	}
+	h.srv.mu.Unlock()
+	if err := h.publish("sensors/t", []byte("bad"), 1); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; h.b.Stats().DeadLetter == 0; n++ {
+		h.srv.mu.Lock()
+		ls := links
+		h.srv.mu.Unlock()
+		for _, l := range ls {
+			go l.lose(errors.New("fake: disconnect after a refusal"))
+		}
+		if n > 20000 {
+			t.Fatal("never dead-lettered")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.publishN(0, 5)
+	waitFor(t, "the rest", func() bool { return h.b.Stats().BacklogMessages == 0 })
+}

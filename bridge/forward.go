@@ -38,6 +38,9 @@ type forwarder struct {
 	rpos    int
 	dead    []session.Change // dead letters not yet committed
 	retry   []*flight        // rejected, waiting to be sent again
+	// rejects counts the rejections of entries not yet done, by seq: it
+	// outlives a link (an MQTT upstream may drop the link after refusing).
+	rejects map[uint64]int
 
 	sentHigh uint64 // above every seq sent so far (resends are counted)
 	gen      uint64 // link generation: results of older links are ignored
@@ -83,7 +86,7 @@ const deleteBatch = 256
 var errConfirmTimeout = errors.New("bridge: no confirmation within confirm_timeout: the link is half-open")
 
 func newForwarder(b *Bridge, first uint64) *forwarder {
-	return &forwarder{b: b, cfg: &b.cfg, cursor: first, delFrom: first, delTo: first, skip: map[uint64]*flight{}}
+	return &forwarder{b: b, cfg: &b.cfg, cursor: first, delFrom: first, delTo: first, skip: map[uint64]*flight{}, rejects: map[uint64]int{}}
 }
 
 // loop connects, forwards until the link fails, and reconnects after a
@@ -327,7 +330,8 @@ func (f *forwarder) handleResults(ctx context.Context, up Upstream) error {
 			b.stats.Confirmed.Add(1)
 		case errors.Is(r.err, ErrRejected):
 			f.waiting--
-			fl.tries++
+			f.rejects[fl.seq]++
+			fl.tries = f.rejects[fl.seq]
 			if fl.tries < maxRejects {
 				// Later, not at once: a missing binding or permission
 				// may be fixed meanwhile. The queue goes on.
@@ -394,6 +398,9 @@ func (f *forwarder) advance() {
 		f.head++
 		f.delTo = fl.seq + 1
 		delete(f.skip, fl.seq)
+		if len(f.rejects) > 0 {
+			delete(f.rejects, fl.seq)
+		}
 		n++
 		bytes += fl.size
 	}
