@@ -537,6 +537,22 @@ func (s *e2eSink) waitFor(t *testing.T, payload string, b *e2eBroker, d time.Dur
 // e2eResult sums up what verify found.
 type e2eResult struct {
 	received, distinct, dups int
+	// The sequence numbers of the first occurrences: their range, and how
+	// many came after a higher one (the bridge sends in order).
+	seqMin, seqMax uint64
+	seqInversions  int
+}
+
+// checkSeq checks that the sequence numbers of the distinct messages are
+// gapless (nothing was dropped) and came in order.
+func (r e2eResult) checkSeq(t *testing.T) {
+	t.Helper()
+	if n := r.seqMax - r.seqMin + 1; r.distinct > 0 && n != uint64(r.distinct) {
+		t.Errorf("sequence numbers %d..%d for %d distinct messages: gaps or extras", r.seqMin, r.seqMax, r.distinct)
+	}
+	if r.seqInversions > 0 {
+		t.Errorf("%d messages arrived first after one with a higher sequence number", r.seqInversions)
+	}
 }
 
 // verify checks what arrived against expected (payloads, each publisher's
@@ -578,27 +594,40 @@ func (s *e2eSink) verifyOpt(t *testing.T, expected []string, optional func(paylo
 	payloadOfID := make(map[string]string, len(expected))
 	payloadOfSeq := make(map[uint64]string, len(expected))
 	res := e2eResult{received: len(msgs)}
+	var lastSeq uint64
 	for _, m := range msgs {
 		if m.id == "" || !m.hasSeq {
 			report("noid", "message %s (topic %s) arrived without the bridge's id (%q) or sequence (present: %v)", m.payload, m.topic, m.id, m.hasSeq)
 		}
-		if id, ok := idOf[m.payload]; ok {
+		// A duplicate is a message whose id came before: the same
+		// outbox entry sent again, so the same payload and sequence.
+		if p, ok := payloadOfID[m.id]; ok && m.id != "" {
 			res.dups++
-			if id != m.id {
-				report("id", "message %s arrived again with another id: %q then %q", m.payload, id, m.id)
+			if p != m.payload {
+				report("idreuse", "id %q carried by %s and %s", m.id, p, m.payload)
 			}
 			continue
 		}
-		idOf[m.payload] = m.id
-		if p, ok := payloadOfID[m.id]; ok && m.id != "" {
-			report("idreuse", "id %q carried by %s and %s", m.id, p, m.payload)
+		if id, ok := idOf[m.payload]; ok {
+			res.dups++
+			report("id", "message %s arrived again with another id: %q then %q", m.payload, id, m.id)
+			continue
 		}
+		idOf[m.payload] = m.id
 		payloadOfID[m.id] = m.payload
 		if m.hasSeq {
 			if p, ok := payloadOfSeq[m.seq]; ok {
 				report("seq", "sequence %d carried by %s and %s", m.seq, p, m.payload)
 			}
 			payloadOfSeq[m.seq] = m.payload
+			if len(payloadOfSeq) == 1 {
+				res.seqMin, res.seqMax = m.seq, m.seq
+			}
+			res.seqMin, res.seqMax = min(res.seqMin, m.seq), max(res.seqMax, m.seq)
+			if m.seq < lastSeq {
+				res.seqInversions++
+			}
+			lastSeq = max(lastSeq, m.seq)
 		}
 		i, ok := pos[m.payload]
 		if !ok {

@@ -30,6 +30,7 @@ import (
 // upstream is back exactly those arrive, and $SYS counts every drop or
 // refusal. Every policy runs against both upstreams.
 func TestBridgeE2EBacklogBound(t *testing.T) {
+	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const keep, total = 1000, 3000
 	// backlog.max_bytes counts the upstream topic and the payload.
 	size := len("site1/p000") + len(e2ePayload(0, 0))
@@ -309,6 +310,7 @@ func e2eCommands(prefix string, n int) []string {
 // stopped and started again (its downlink waits in the durable AMQP queue,
 // or in the MQTT session of its fixed client id).
 func TestBridgeE2EDownlinkOffline(t *testing.T) {
+	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const n = 50
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {
@@ -401,6 +403,7 @@ func TestBridgeE2EDownlinkOffline(t *testing.T) {
 // Data it got; the forward rule replies/# carries the answer up, and the
 // service gets each answer with its correlation id.
 func TestBridgeE2ERequestReply(t *testing.T) {
+	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const n = 20
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {
@@ -549,6 +552,7 @@ func TestBridgeE2ERequestReply(t *testing.T) {
 // Local; AMQP: its own messages come back through its downlink queue); a
 // message published upstream comes down once and must not go back up.
 func TestBridgeE2EBidirectional(t *testing.T) {
+	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const n = 10
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {
@@ -633,6 +637,7 @@ func TestBridgeE2EBidirectional(t *testing.T) {
 // dead-letter log, "ferrymq dead-letters list" shows it, and once the
 // upstream would take it "dead-letters replay" sends it on the next run.
 func TestBridgeE2EDeadLetter(t *testing.T) {
+	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const acl = "topic readwrite site1/#\ntopic readwrite cmd/#\n"
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {

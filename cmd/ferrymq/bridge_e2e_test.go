@@ -73,6 +73,7 @@ func TestBridgeE2EUpstreamDown(t *testing.T) {
 			sink.wait(t, "drain", int64(len(expected)), b, e2eStall)
 			d := time.Since(start)
 			res := sink.verify(t, expected)
+			res.checkSeq(t)
 			t.Logf("%s: backlog of %d drained in %v (%.0f msgs/s); %d deliveries, %d duplicates", kind, len(expected),
 				d.Round(time.Millisecond), float64(len(expected))/d.Seconds(), res.received, res.dups)
 			if res.dups > e2eInflight {
@@ -100,6 +101,7 @@ func TestBridgeE2EKillDuringDrain(t *testing.T) {
 			sink.wait(t, "drain after the restart", int64(len(expected)), b2, e2eStall)
 			d := time.Since(start)
 			res := sink.verify(t, expected)
+			res.checkSeq(t)
 			t.Logf("%s: killed with %d of %d upstream; all there %v after the upstream came back; %d deliveries, %d duplicates",
 				kind, at, len(expected), d.Round(time.Millisecond), res.received, res.dups)
 			// The README says that after a restart, kill -9 included, at
@@ -138,6 +140,7 @@ func TestBridgeE2EUpstreamRestart(t *testing.T) {
 			sink.wait(t, "drain after the restart", int64(len(expected)), b, e2eStall)
 			d := time.Since(start)
 			res := sink.verify(t, expected)
+			res.checkSeq(t)
 			t.Logf("%s: upstream restarted with %d of %d upstream; all there %v after it first came back; %d deliveries, %d duplicates",
 				kind, at, len(expected), d.Round(time.Millisecond), res.received, res.dups)
 			b.logProblems(t)
@@ -195,6 +198,7 @@ func TestBridgeE2EHalfOpen(t *testing.T) {
 			thawed := time.Now()
 			sink.wait(t, "drain after the thaw", int64(pubs*per), b, e2eStall)
 			res := sink.verify(t, e2eExpected(pubs, 0, per))
+			res.checkSeq(t)
 			t.Logf("%s: all %d upstream %v after the thaw; %d deliveries, %d duplicates", kind, pubs*per,
 				time.Since(thawed).Round(time.Millisecond), res.received, res.dups)
 			// The counters, once the backlog is empty: one timeout, each
