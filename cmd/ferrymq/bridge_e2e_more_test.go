@@ -549,19 +549,14 @@ func TestBridgeE2ERequestReply(t *testing.T) {
 // TestBridgeE2EBidirectional: shared/# is both forwarded and received,
 // unchanged. A message published locally goes up once and must not come
 // back down to the local subscribers (MQTT: the bridge subscribes with No
-// Local; AMQP: its own messages come back through its downlink queue); a
-// message published upstream comes down once and must not go back up.
+// Local; AMQP: its own messages come back through its downlink queue and
+// must be dropped there); a message published upstream comes down once and
+// must not go back up.
 func TestBridgeE2EBidirectional(t *testing.T) {
 	t.Parallel() // light: runs with the other light ones, after the 100,000-message tests
 	const n = 10
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {
-			if kind == kindAMQP && os.Getenv("FERRYMQ_E2E_KNOWN_BUGS") == "" {
-				// Set FERRYMQ_E2E_KNOWN_BUGS=1 to run it.
-				t.Skip("bug: with an AMQP upstream a message forwarded on a topic that a receive rule also binds " +
-					"comes back through the bridge's own downlink queue and is published locally a second time " +
-					"(no equivalent of MQTT's No Local: the downlink should drop deliveries carrying its own message-id prefix)")
-			}
 			t.Parallel()
 			u := newE2EUpstream(t, kind, false)
 			sink := u.consume(t, "shared/#")
@@ -633,7 +628,8 @@ func TestBridgeE2EBidirectional(t *testing.T) {
 
 // TestBridgeE2EDeadLetter: a message the upstream refuses for good (AMQP:
 // returned, no queue binds its routing key; MQTT: PUBACK 0x87, Mosquitto's
-// ACL denies the topic) does not block the ones after it; it goes to the
+// ACL denies the topic, and Mosquitto 2.0 then closes the connection too)
+// does not block the ones after it; it goes to the
 // dead-letter log, "ferrymq dead-letters list" shows it, and once the
 // upstream would take it "dead-letters replay" sends it on the next run.
 func TestBridgeE2EDeadLetter(t *testing.T) {
@@ -641,12 +637,6 @@ func TestBridgeE2EDeadLetter(t *testing.T) {
 	const acl = "topic readwrite site1/#\ntopic readwrite cmd/#\n"
 	for _, kind := range e2eKinds {
 		t.Run(kind, func(t *testing.T) {
-			if kind == kindMQTT && os.Getenv("FERRYMQ_E2E_KNOWN_BUGS") == "" {
-				// Set FERRYMQ_E2E_KNOWN_BUGS=1 to run it.
-				t.Skip("bug: Mosquitto 2.0.11 closes the connection right after its PUBACK 0x87; the forwarder's " +
-					"rejection count lives in the flight, which rewind() throws away with the link, so the count " +
-					"never reaches 3: the message is never dead-lettered and blocks the queue for good (the link flaps)")
-			}
 			t.Parallel()
 			u := newE2EUpstreamWith(t, kind, false, upstreamtest.MosquittoOptions{ACL: acl})
 			sink := u.consume(t, "site1/#")
