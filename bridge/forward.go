@@ -116,14 +116,17 @@ func (f *forwarder) loop(ctx context.Context) {
 		err = f.forward(ctx, up)
 		b.up.Store(false)
 		b.setState(StateDown)
+		if ctx.Err() == nil {
+			// Before Close, which may wait for a dead peer.
+			b.stats.LinkLosses.Add(1)
+			b.log.Warn("bridge link lost", "err", err, "connected_for", time.Since(since).Round(time.Millisecond))
+		}
 		up.Close()
 		f.drainLive()
 		f.rewind()
 		if ctx.Err() != nil {
 			return
 		}
-		b.stats.LinkLosses.Add(1)
-		b.log.Warn("bridge link lost", "err", err, "connected_for", time.Since(since).Round(time.Millisecond))
 		if time.Since(since) > 30*time.Second {
 			bo.Reset()
 		}
