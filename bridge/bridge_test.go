@@ -18,7 +18,7 @@ import (
 // harness runs one bridge on a real store with a fake upstream, and plays
 // the broker's part: Offer, commit, Committed.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	store *persist.Store
 	srv   *fakeServer

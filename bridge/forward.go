@@ -192,6 +192,11 @@ func (f *forwarder) forward(ctx context.Context, up Upstream) error {
 			if err := f.fill(ctx, up); err != nil {
 				return err
 			}
+			if fl, ok := up.(Flusher); ok {
+				if err := fl.Flush(); err != nil {
+					return err
+				}
+			}
 		}
 		f.advance()
 		select {

@@ -91,3 +91,12 @@ type Upstream interface {
 	// Close ends the link; pending confirmations get ErrLinkLost.
 	Close() error
 }
+
+// Flusher is implemented by an Upstream that may hold published messages
+// in a write buffer: the forwarder calls Flush after each burst of
+// Publish calls, so that a burst costs one write instead of one per
+// message. An Upstream must still flush by itself, soon, what it buffers
+// outside such bursts (heartbeats, acknowledgements, a lone message).
+type Flusher interface {
+	Flush() error
+}
