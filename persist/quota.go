@@ -22,6 +22,9 @@ const DefaultMinFree = 64 << 20
 const (
 	defaultQuotaTick = time.Second
 	quotaIdleTicks   = 3
+	// pageTicks: every so many ticks the resident pages of the table
+	// files are given back (releaseTablePages).
+	pageTicks = 10
 )
 
 // statfsFree returns the bytes available to unprivileged users on the
@@ -81,7 +84,7 @@ func (s *Store) quotaLoop() {
 	defer close(s.quotaDone)
 	t := time.NewTicker(s.opts.quotaTick)
 	defer t.Stop()
-	idle := 0
+	idle, pages := 0, 0
 	for {
 		select {
 		case <-s.quotaStop:
@@ -91,6 +94,10 @@ func (s *Store) quotaLoop() {
 		if idle++; s.full.Load() || idle >= quotaIdleTicks {
 			idle = 0
 			s.checkQuota()
+		}
+		if pages++; pages >= pageTicks {
+			pages = 0
+			s.releaseTablePages()
 		}
 	}
 }
