@@ -22,9 +22,9 @@ const DefaultMinFree = 64 << 20
 const (
 	defaultQuotaTick = time.Second
 	quotaIdleTicks   = 3
-	// pageTicks: every so many ticks the resident pages of the table
+	// pageTicks: every so many ticks (3 s) the resident pages of the table
 	// files are given back (releaseTablePages).
-	pageTicks = 10
+	pageTicks = 3
 )
 
 // statfsFree returns the bytes available to unprivileged users on the
