@@ -447,3 +447,25 @@ func TestDeadLetterAcrossLinks(t *testing.T) {
 	h.publishN(0, 5)
 	waitFor(t, "the rest", func() bool { return h.b.Stats().BacklogMessages == 0 })
 }
+
+// TestQueueQoS0: a rule with queue_qos0 keeps QoS 0 messages in the outbox
+// while the link is down; they are forwarded with the rule's QoS.
+func TestQueueQoS0(t *testing.T) {
+	cfg := testConfig()
+	cfg.Forward = []ForwardRule{{From: "sensors/#", QueueQoS0: true}}
+	h := newHarness(t, cfg)
+	h.srv.setDown(true)
+	for i := range 5 {
+		if err := h.publish("sensors/q0", []byte(strconv.Itoa(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := h.b.Stats(); s.BacklogMessages != 5 || s.DroppedOffline != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	h.srv.setDown(false)
+	waitFor(t, "the queued QoS 0 messages", func() bool { return len(h.srv.received()) == 5 })
+	if got := h.srv.received(); got[0].Topic != "sensors/q0" || got[0].QoS != 1 {
+		t.Errorf("forwarded %+v", got[0])
+	}
+}
