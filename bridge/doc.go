@@ -5,4 +5,21 @@
 // messages locally and acknowledges them after the local commit.
 // Upstream is the small interface the adapters (bridge/amqp, bridge/mqtt)
 // implement.
+//
+// Data flow: the broker offers every publish to Bridge.Offer (the
+// broker.Outlet interface, wired by cmd/ferrymq); a message matching a
+// forward rule gets the next seq and a session.PutOutbox change that the
+// broker commits in the publish's own batch, then Committed. The forwarder
+// reads committed entries in seq order (from RAM while it keeps up, from
+// the store otherwise), publishes up to max_inflight of them, and deletes
+// done entries in ranges.
+//
+// Goroutines: Start runs two, stopped and waited for by Stop — the link
+// loop (connect, forward, reconnect after a backoff; the forwarder state
+// belongs to it alone) and the $SYS statistics publisher. Adapters run
+// their own goroutines per link and end them in Close.
+//
+// Locks: outbox.mu and forwarder.mu (the confirmations handed over by the
+// adapters) are leaves: nothing else is locked or called while either is
+// held. Offer and Committed never block.
 package bridge
