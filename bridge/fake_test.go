@@ -12,14 +12,13 @@ import (
 // (or never, while frozen), rejects what reject says, and refuses
 // connections while down.
 type fakeServer struct {
-	mu       sync.Mutex
-	down     bool
-	frozen   bool
-	reject   func(*Message) bool
-	got      []Message
-	links    []*fakeLink
-	handlers []func(*Inbound)
-	dials    int
+	mu     sync.Mutex
+	down   bool
+	frozen bool
+	reject func(*Message) bool
+	got    []Message
+	links  []*fakeLink
+	dials  int
 }
 
 func (s *fakeServer) dial() Upstream {

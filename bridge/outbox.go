@@ -168,10 +168,3 @@ func (o *outbox) backlog() (count, bytes int64) {
 	defer o.mu.Unlock()
 	return o.count, o.bytes
 }
-
-// nextSeq returns the seq the next entry will get.
-func (o *outbox) nextSeq() uint64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.next
-}

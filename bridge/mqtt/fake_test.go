@@ -118,25 +118,6 @@ func (f *fakeServer) next() *packets.ControlPacket {
 	}
 }
 
-// closed waits until the client closed the connection, returning what it
-// sent before.
-func (f *fakeServer) closed() []*packets.ControlPacket {
-	f.t.Helper()
-	var ps []*packets.ControlPacket
-	timeout := time.After(waitTimeout)
-	for {
-		select {
-		case p, ok := <-f.in:
-			if !ok {
-				return ps
-			}
-			ps = append(ps, p)
-		case <-timeout:
-			f.t.Fatalf("fake server: the client did not close the connection within %v", waitTimeout)
-		}
-	}
-}
-
 func u16(v uint16) *uint16 { return &v }
 func b8(v byte) *byte      { return &v }
 
