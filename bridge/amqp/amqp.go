@@ -30,6 +30,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/bridge/coalesce"
 )
 
 // Defaults for the zero values of Config.
@@ -118,10 +119,11 @@ type Upstream struct {
 	ready   atomic.Bool // Connect succeeded: Publish may be used
 	blocked atomic.Bool
 
-	conn    *amqp091.Connection // set (under mu) by Connect
-	pub     *amqp091.Channel    // set by Connect before ready
-	sub     *amqp091.Channel    // the downlink channel, if any (set before consume starts)
-	returns chan amqp091.Return // set by Connect before the confirm loop starts
+	conn    *amqp091.Connection           // set (under mu) by Connect
+	wire    atomic.Pointer[coalesce.Conn] // the socket, once dialled
+	pub     *amqp091.Channel              // set by Connect before ready
+	sub     *amqp091.Channel              // the downlink channel, if any (set before consume starts)
+	returns chan amqp091.Return           // set by Connect before the confirm loop starts
 
 	// pubMu serializes publishes, so that the pending queue is in
 	// delivery-tag order.
@@ -294,7 +296,9 @@ func (u *Upstream) dial(ctx context.Context) (*amqp091.Connection, error) {
 				return nil, err
 			}
 			stopAbort = context.AfterFunc(ctx, func() { c.Close() })
-			return c, nil
+			bc := coalesce.New(c, nil)
+			u.wire.Store(bc)
+			return bc, nil
 		},
 	}
 	if cfg.TLS != nil {
@@ -458,6 +462,24 @@ func (u *Upstream) closeConn() {
 		}
 	})
 }
+
+// Flush writes at once what the connection buffered (bridge.Flusher): the
+// publishes since the last Flush go out in one write. Left alone, the
+// buffer is written a millisecond after it started to fill. An error
+// (wrapping bridge.ErrLinkLost) means the link is lost.
+func (u *Upstream) Flush() error {
+	w := u.wire.Load()
+	if w == nil {
+		return nil
+	}
+	if err := w.Flush(); err != nil {
+		u.linkDown(fmt.Errorf("write: %w", err))
+		return u.Err()
+	}
+	return nil
+}
+
+var _ bridge.Flusher = (*Upstream)(nil)
 
 // Blocked reports whether the broker sent connection.blocked (a resource
 // alarm) and not yet connection.unblocked.

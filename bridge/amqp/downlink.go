@@ -43,6 +43,16 @@ func (u *Upstream) reject(d *amqp091.Delivery, why error) {
 	if err := d.Reject(false); err != nil {
 		u.log.Debug("amqp downlink reject failed (the broker redelivers)", "routing_key", d.RoutingKey, "err", err)
 	}
+	u.flushNow()
+}
+
+// flushNow writes a downlink acknowledgement at once instead of within the
+// coalescing delay (not the hot path). A failed write has already taken
+// the link down: the broker redelivers what was not acknowledged.
+func (u *Upstream) flushNow() {
+	if err := u.Flush(); err != nil {
+		u.log.Debug("amqp downlink flush failed (the broker redelivers)", "err", err)
+	}
 }
 
 // inbound wraps a delivery for the bridge: Ack and Nack (requeue) act on
@@ -55,6 +65,7 @@ func (u *Upstream) inbound(d amqp091.Delivery) *bridge.Inbound {
 			if err := d.Ack(false); err != nil {
 				u.log.Debug("amqp downlink ack failed (the broker redelivers)", "topic", in.Topic, "err", err)
 			}
+			u.flushNow()
 		})
 	}
 	in.Nack = func() {
@@ -62,6 +73,7 @@ func (u *Upstream) inbound(d amqp091.Delivery) *bridge.Inbound {
 			if err := d.Nack(false, true); err != nil {
 				u.log.Debug("amqp downlink nack failed (the broker redelivers)", "topic", in.Topic, "err", err)
 			}
+			u.flushNow()
 		})
 	}
 	return in

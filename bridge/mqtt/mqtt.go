@@ -57,6 +57,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/bridge/coalesce"
 	"github.com/ferrymq/ferrymq/broker/packet"
 )
 
@@ -338,10 +339,12 @@ func (c *Config) endpoint() (*bridge.Endpoint, error) {
 // can interrupt what follows.
 func (u *Upstream) dial(ctx context.Context, ep *bridge.Endpoint) (*wire, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", u.where)
+	raw, err := d.DialContext(ctx, "tcp", u.where)
 	if err != nil {
 		return nil, err
 	}
+	bc := coalesce.New(raw, func(err error) { u.linkDown(fmt.Errorf("write: %w", err)) })
+	var conn net.Conn = bc
 	if ep.TLS() {
 		tc := &tls.Config{}
 		if u.cfg.TLS != nil {
@@ -357,7 +360,7 @@ func (u *Upstream) dial(ctx context.Context, ep *bridge.Endpoint) (*wire, error)
 		}
 		conn = c
 	}
-	w := newWire(conn, u)
+	w := newWire(conn, bc, u)
 	u.mu.Lock()
 	down := u.down
 	if !down {
@@ -547,6 +550,26 @@ func (u *Upstream) Err() error {
 	defer u.mu.Unlock()
 	return u.err
 }
+
+// Flush writes at once what the connection buffered (bridge.Flusher): the
+// packets since the last Flush go out in one write. Left alone, the buffer
+// is written a millisecond after it started to fill. An error (wrapping
+// bridge.ErrLinkLost) means the link is lost.
+func (u *Upstream) Flush() error {
+	u.mu.Lock()
+	w := u.w
+	u.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	if err := w.bc.Flush(); err != nil {
+		u.linkDown(fmt.Errorf("write: %w", err))
+		return u.Err()
+	}
+	return nil
+}
+
+var _ bridge.Flusher = (*Upstream)(nil)
 
 // Close ends the link: a DISCONNECT (normal: the upstream keeps the session)
 // is written when the connection is not stuck in a write, and the

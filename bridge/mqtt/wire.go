@@ -12,6 +12,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferrymq/bridge/coalesce"
 )
 
 // maxKeptBuffer is the largest write buffer kept between packets.
@@ -22,12 +24,15 @@ const maxKeptBuffer = 64 << 10
 // with packets.ControlPacket.WriteTo, which locks a connection that is a
 // sync.Locker around its pieces; wire collects the pieces and writes the
 // whole packet in one write at Unlock, so that packets from several
-// goroutines never interleave and a packet costs one system call (or one
-// TLS record). A read or write error takes the link down with its cause.
+// goroutines never interleave and a packet is one TLS record; a
+// coalesce.Conn, under TLS, then gathers the packets of a burst into one
+// system call.
+// A read or write error takes the link down with its cause.
 type wire struct {
 	net.Conn
-	u *Upstream
-	r *bufio.Reader
+	bc *coalesce.Conn // the socket under Conn (and TLS): it coalesces writes
+	u  *Upstream
+	r  *bufio.Reader
 
 	mu  sync.Mutex // held while a packet is being written
 	buf []byte     // the packet being written (under mu)
@@ -35,8 +40,8 @@ type wire struct {
 	closeOnce sync.Once
 }
 
-func newWire(c net.Conn, u *Upstream) *wire {
-	return &wire{Conn: c, u: u, r: bufio.NewReaderSize(c, 16<<10)}
+func newWire(c net.Conn, bc *coalesce.Conn, u *Upstream) *wire {
+	return &wire{Conn: c, bc: bc, u: u, r: bufio.NewReaderSize(c, 16<<10)}
 }
 
 // Read reads through the buffer (one reader at a time: paho's).
