@@ -68,6 +68,7 @@ type Bridge struct {
 	up     atomic.Bool   // connected and forwarding
 	oldest atomic.Int64  // stamp of the oldest entry not done (0: unknown)
 	stats  Stats
+	inject injecting // downlink messages handed to Inject, not yet answered
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

@@ -28,6 +28,10 @@ type harness struct {
 
 	mu       sync.Mutex
 	injected []*session.Message
+	// holdDone, when set, keeps Inject's done callbacks (a slow commit)
+	// in held instead of calling them.
+	holdDone bool
+	held     []func(error)
 }
 
 func testConfig() Config {
@@ -86,6 +90,11 @@ func (h *harness) close() {
 func (h *harness) inject(m *session.Message, done func(error)) {
 	h.mu.Lock()
 	h.injected = append(h.injected, m)
+	if h.holdDone {
+		h.held = append(h.held, done)
+		h.mu.Unlock()
+		return
+	}
 	h.mu.Unlock()
 	if done != nil {
 		done(nil)
@@ -412,6 +421,55 @@ func TestDownlink(t *testing.T) {
 	if s := h.b.Stats(); s.Received != 1 || s.DroppedUnmapped != 1 || s.DroppedEcho != 1 {
 		t.Errorf("stats %+v", s)
 	}
+}
+
+// TestStopAcksStoredDownlink: a bridge stopping while a downlink message
+// is being stored waits for the commit and acknowledges it upstream before
+// it closes the link, so the upstream does not send it again.
+func TestStopAcksStoredDownlink(t *testing.T) {
+	h := newHarness(t, testConfig())
+	waitFor(t, "link up", func() bool { return h.b.Stats().State == StateUp })
+	h.mu.Lock()
+	h.holdDone = true
+	h.mu.Unlock()
+	linkOpen := func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return len(h.srv.links) > 0
+	}
+	acked := make(chan bool, 1)
+	in := &Inbound{
+		Message: Message{Topic: "cmd/edge-01/valve", Payload: []byte("1"), QoS: 1},
+		Ack:     func() { acked <- linkOpen() },
+		Nack:    func() { t.Error("nacked") },
+	}
+	if !h.srv.send(in) {
+		t.Fatal("no link")
+	}
+	b := h.b
+	stopped := make(chan struct{})
+	go func() { b.Stop(); close(stopped) }()
+	waitFor(t, "the forwarder stopping", func() bool { return b.Stats().State == StateDown })
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned before the downlink message was stored")
+	default:
+	}
+	if !linkOpen() {
+		t.Fatal("link closed before the downlink message was stored")
+	}
+	h.mu.Lock()
+	held := h.held
+	h.mu.Unlock()
+	if len(held) != 1 {
+		t.Fatalf("%d commits held", len(held))
+	}
+	held[0](nil)
+	if !<-acked {
+		t.Error("acknowledged after the link was closed")
+	}
+	<-stopped
+	h.b = nil
 }
 
 // TestDeadLetterAcrossLinks: an upstream that drops the link after each

@@ -17,9 +17,12 @@
 // Goroutines: Start runs two, stopped and waited for by Stop — the link
 // loop (connect, forward, reconnect after a backoff; the forwarder state
 // belongs to it alone) and the $SYS statistics publisher. Adapters run
-// their own goroutines per link and end them in Close.
+// their own goroutines per link and end them in Close. On Stop the link
+// loop waits (at most stopSettle) for the downlink messages handed to the
+// broker to be stored, so that their acknowledgements reach the upstream
+// before Close.
 //
-// Locks: outbox.mu and forwarder.mu (the confirmations handed over by the
-// adapters) are leaves: nothing else is locked or called while either is
+// Locks: outbox.mu, forwarder.mu (the confirmations handed over by the
+// adapters) and injecting.mu are leaves: nothing else is locked or called while either is
 // held. Offer and Committed never block.
 package bridge

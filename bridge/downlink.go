@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrymq/ferrymq/broker/packet"
@@ -34,7 +35,9 @@ func (b *Bridge) handleInbound(in *Inbound) {
 	if b.recvQS[i] == 0 {
 		m.QoS = 0
 	}
+	b.inject.add()
 	b.opts.Inject(m, func(err error) {
+		defer b.inject.done()
 		if err != nil {
 			b.log.Warn("downlink message not stored; the upstream keeps it", "topic", topic, "err", err)
 			in.Nack()
@@ -61,4 +64,55 @@ func fromMessage(in *Message, now time.Time) *session.Message {
 		m.Expiry = now.Add(in.Expiry)
 	}
 	return m
+}
+
+// stopSettle bounds how long a stopping bridge waits for the downlink
+// messages it handed to the broker to be stored, so that their
+// acknowledgements still reach the upstream before the link closes.
+const stopSettle = 2 * time.Second
+
+// injecting counts downlink messages handed to Inject and not yet answered
+// (stored or refused).
+type injecting struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n reaches 0 while wait waits
+}
+
+func (p *injecting) add() {
+	p.mu.Lock()
+	p.n++
+	p.mu.Unlock()
+}
+
+func (p *injecting) done() {
+	p.mu.Lock()
+	p.n--
+	if p.n == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
+	}
+	p.mu.Unlock()
+}
+
+// wait returns once nothing is pending, or after timeout (false).
+func (p *injecting) wait(timeout time.Duration) bool {
+	p.mu.Lock()
+	if p.n == 0 {
+		p.mu.Unlock()
+		return true
+	}
+	if p.idle == nil {
+		p.idle = make(chan struct{})
+	}
+	idle := p.idle
+	p.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
 }

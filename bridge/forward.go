@@ -120,6 +120,10 @@ func (f *forwarder) loop(ctx context.Context) {
 			// Before Close, which may wait for a dead peer.
 			b.stats.LinkLosses.Add(1)
 			b.log.Warn("bridge link lost", "err", err, "connected_for", time.Since(since).Round(time.Millisecond))
+		} else if !b.inject.wait(stopSettle) {
+			// Stopping: acknowledge upstream what is stored here first.
+			// What is not stored yet is sent again by the upstream.
+			b.log.Warn("bridge stopping with downlink messages not yet stored; the upstream sends them again", "waited", stopSettle)
 		}
 		up.Close()
 		f.drainLive()
