@@ -287,8 +287,9 @@ func (sf *SuperFlag) GetPath(opt string) string {
 	return path
 }
 
-// expandPath expands the paths containing ~ to /home/user. It also computes the absolute path
-// from the relative paths. For example: ~/abc/../cef will be transformed to /home/user/cef.
+// expandPath expands the paths containing ~ to the user's home directory. It also computes the
+// absolute path from the relative paths. For example: ~/abc/../cef will be transformed to
+// <home>/cef.
 func expandPath(path string) (string, error) {
 	if len(path) == 0 {
 		return "", nil

@@ -59,8 +59,8 @@ func TestGetPath(t *testing.T) {
 		expected string
 	}{
 		{
-			"/home/user/file.txt",
-			"/home/user/file.txt",
+			"/abs/file.txt",
+			"/abs/file.txt",
 		},
 		{
 			"~/file.txt",
