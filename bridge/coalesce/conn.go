@@ -123,7 +123,9 @@ func (b *Conn) flush() (err error, first bool) {
 		b.err = err
 		first = true
 	}
-	err = b.err
+	if err != nil {
+		err = b.err // the first failure (or the close) is what callers see
+	}
 	b.mu.Unlock()
 	if first {
 		// The reader sees the link lost.
@@ -148,9 +150,10 @@ func (b *Conn) SetWriteDeadline(t time.Time) error {
 	return b.Conn.SetWriteDeadline(t)
 }
 
-// Close writes what waits, unless a write is in progress (it may be stuck
-// on a half-open link), within closeFlushTimeout (or the write deadline
-// if sooner), and closes the socket.
+// Close writes what waits and closes the socket. A write in progress (a
+// flush by another goroutine) is waited for, so that what it carries goes
+// out first; the write deadline, closeFlushTimeout or the one set earlier
+// if sooner, bounds both (a half-open link cannot hold Close longer).
 func (b *Conn) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -170,9 +173,11 @@ func (b *Conn) Close() error {
 	}
 	b.mu.Unlock()
 	b.timer.Stop()
-	if !failed && len(buf) > 0 && b.wmu.TryLock() {
-		if b.Conn.SetWriteDeadline(deadline) == nil {
-			_, _ = b.Conn.Write(buf)
+	if !failed {
+		dl := b.Conn.SetWriteDeadline(deadline) // also ends a stuck write in progress
+		b.wmu.Lock()
+		if dl == nil && len(buf) > 0 {
+			_, _ = b.Conn.Write(buf) // closing: a failure changes nothing
 		}
 		b.wmu.Unlock()
 	}

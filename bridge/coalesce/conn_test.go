@@ -161,7 +161,51 @@ func TestBufConnDeadlineBoundsStuckWrite(t *testing.T) {
 	}
 }
 
-// Close writes what waits, and does not wait for a stuck write.
+// slowConn delays every write (a flush caught by Close on its way out).
+type slowConn struct {
+	net.Conn
+	started chan struct{}
+}
+
+func (c *slowConn) Write(p []byte) (int, error) {
+	select {
+	case c.started <- struct{}{}:
+	default:
+	}
+	time.Sleep(100 * time.Millisecond)
+	return c.Conn.Write(p)
+}
+
+// A flush in progress when Close is called still goes out, before what
+// waited, and then the socket closes.
+func TestCloseDuringFlush(t *testing.T) {
+	client, server := tcpPair(t)
+	sc := &slowConn{Conn: client, started: make(chan struct{}, 1)}
+	b := New(sc, nil)
+	b.delay = time.Hour
+	if _, err := b.Write([]byte("ack1;")); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- b.Flush() }()
+	<-sc.started // the flush holds "ack1;" and has not written it yet
+	if _, err := b.Write([]byte("disconnect")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-flushed; err != nil {
+		t.Errorf("the flush caught by Close: %v", err)
+	}
+	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(server)
+	if err != nil || string(got) != "ack1;disconnect" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
+// Close writes what waits, and does not wait long for a stuck write.
 func TestBufConnClose(t *testing.T) {
 	client, server := tcpPair(t)
 	b := New(client, nil)
