@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -19,21 +17,6 @@ import (
 // waitLimit bounds every wait of these tests: it only turns a hang into a
 // failure (the conditions waited for normally come in milliseconds).
 const waitLimit = 60 * time.Second
-
-// quietLog drops the adapter's log lines unless -v.
-func quietLog(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
 
 // env is one test's RabbitMQ: a topic exchange of the test's own (unique
 // names keep tests apart on the shared vhost, without the second or so
@@ -181,7 +164,7 @@ func next(t testing.TB, d <-chan amqp091.Delivery) amqp091.Delivery {
 // downlink (nil: none expected). It is closed at the end of the test.
 func connect(t testing.TB, cfg Config, handle func(*bridge.Inbound)) *Upstream {
 	t.Helper()
-	u := New(cfg, quietLog(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	if handle == nil {
 		handle = func(in *bridge.Inbound) { t.Errorf("unexpected downlink message on %s", in.Topic) }
 	}

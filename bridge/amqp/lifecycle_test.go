@@ -48,7 +48,7 @@ func waitErr(t *testing.T, res <-chan error) error {
 // handshake (a half-open link) instead of leaving it to the dial timeout.
 func TestCloseDuringHandshake(t *testing.T) {
 	cfg, p := frozenConfig(t)
-	u := New(cfg, quietLog(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	res := connectAsync(context.Background(), u)
 	poll(t, "connection reached the proxy", func() bool { return p.Conns() == 1 })
 	if err := u.Close(); err != nil {
@@ -69,7 +69,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 // AMQP handshake; the error says so.
 func TestCancelDuringHandshake(t *testing.T) {
 	cfg, p := frozenConfig(t)
-	u := New(cfg, quietLog(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	res := connectAsync(ctx, u)
 	poll(t, "connection reached the proxy", func() bool { return p.Conns() == 1 })
@@ -85,7 +85,7 @@ func TestCancelDuringHandshake(t *testing.T) {
 
 // TestReceiveWithoutHandler: receive keys need a downlink handler.
 func TestReceiveWithoutHandler(t *testing.T) {
-	u := New(Config{Name: "x", URL: "amqp://127.0.0.1:1/", ReceiveKeys: []string{"a/#"}}, quietLog(t))
+	u := New(Config{Name: "x", URL: "amqp://127.0.0.1:1/", ReceiveKeys: []string{"a/#"}}, upstreamtest.Logger(t))
 	err := u.Connect(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "handler") {
 		t.Fatalf("Connect: %v", err)
@@ -139,7 +139,7 @@ func TestPublishStuck(t *testing.T) {
 func TestCloseWhilePublishing(t *testing.T) {
 	e := newEnv(t)
 	e.queue("#")
-	u := New(e.config(), quietLog(t))
+	u := New(e.config(), upstreamtest.Logger(t))
 	if err := u.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}

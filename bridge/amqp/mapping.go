@@ -154,8 +154,9 @@ func publishing(m *bridge.Message) (key string, p amqp091.Publishing, err error)
 	return key, p, nil
 }
 
-// headerSeq reads the SeqHeader value in whatever integer type it came.
-func headerSeq(v any) (uint64, bool) {
+// HeaderSeq reads a SeqHeader value in whatever integer type it came (a
+// consumer gets the type the publisher chose; ferrymq sends int64).
+func HeaderSeq(v any) (uint64, bool) {
 	switch n := v.(type) {
 	case int64:
 		return uint64(n), true
@@ -219,7 +220,7 @@ func message(d *amqp091.Delivery) bridge.Message {
 	names := make([]string, 0, len(d.Headers))
 	for k, v := range d.Headers {
 		if k == SeqHeader {
-			if s, ok := headerSeq(v); ok {
+			if s, ok := HeaderSeq(v); ok {
 				m.Seq = s
 				continue
 			}
@@ -245,6 +246,6 @@ func returnMatches(r *amqp091.Return, key, id string, seq uint64) bool {
 	if r.RoutingKey != key || r.MessageId != id {
 		return false
 	}
-	s, ok := headerSeq(r.Headers[SeqHeader])
+	s, ok := HeaderSeq(r.Headers[SeqHeader])
 	return ok && s == seq
 }

@@ -42,7 +42,7 @@ func TestPublishConfirmsInOrder(t *testing.T) {
 	for i := range n {
 		m := next(t, d)
 		want := msg(fmt.Sprintf("load/%d", i%7), i)
-		seq, _ := headerSeq(m.Headers[SeqHeader])
+		seq, _ := HeaderSeq(m.Headers[SeqHeader])
 		if m.RoutingKey != TopicToKey(want.Topic) || m.MessageId != want.ID || seq != want.Seq ||
 			string(m.Body) != string(want.Payload) || m.DeliveryMode != amqp091.Persistent {
 			t.Fatalf("delivery %d: key %q id %q seq %d body %q mode %d; want %q %q %d %q",
@@ -202,7 +202,7 @@ func TestFrozenLinkClose(t *testing.T) {
 	p := upstreamtest.Proxy(t, upstreamtest.AMQPAddr(t, cfg.URL))
 	cfg.URL = p.URL(cfg.URL)
 	before := runtime.NumGoroutine()
-	u := New(cfg, quietLog(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	if err := u.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestMissingExchange(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	cfg.Exchange = upstreamtest.UniqueName(t, "missing")
-	u := New(cfg, quietLog(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	err := u.Connect(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), cfg.Exchange) || !strings.Contains(err.Error(), "NOT_FOUND") {
 		t.Fatalf("Connect: %v, want NOT_FOUND naming %s", err, cfg.Exchange)
@@ -264,7 +264,7 @@ func TestMissingExchange(t *testing.T) {
 func TestConnectRefused(t *testing.T) {
 	p := upstreamtest.Proxy(t, "127.0.0.1:1")
 	p.Down()
-	u := New(Config{Name: "x", URL: "amqp://guest:guest@" + p.Addr() + "/"}, quietLog(t))
+	u := New(Config{Name: "x", URL: "amqp://guest:guest@" + p.Addr() + "/"}, upstreamtest.Logger(t))
 	err := u.Connect(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), p.Addr()) {
 		t.Fatalf("Connect: %v, want an error naming %s", err, p.Addr())
@@ -275,7 +275,7 @@ func TestConnectRefused(t *testing.T) {
 // TestCloseBeforeConnect: Close on a fresh Upstream ends it; Connect then
 // refuses.
 func TestCloseBeforeConnect(t *testing.T) {
-	u := New(Config{Name: "x", URL: "amqp://127.0.0.1:1/"}, quietLog(t))
+	u := New(Config{Name: "x", URL: "amqp://127.0.0.1:1/"}, upstreamtest.Logger(t))
 	if err := u.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/internal/upstreamtest"
 )
 
 // fakeServer is a scripted MQTT 5 server for what Mosquitto will not do on
@@ -214,7 +215,7 @@ func TestFakeSweep(t *testing.T) {
 		f := startFake(t, &packets.Connack{SessionPresent: present, Properties: &packets.Properties{ReceiveMaximum: u16(5)}}, false)
 		connected := make(chan *Upstream)
 		go func() {
-			u := New(Config{URL: f.url(), ClientID: "sweep"}, testLogger(t))
+			u := New(Config{URL: f.url(), ClientID: "sweep"}, upstreamtest.Logger(t))
 			if err := u.Connect(context.Background(), nil); err != nil {
 				t.Error(err)
 			}
@@ -361,7 +362,7 @@ func TestFakeDownlinkAckOrder(t *testing.T) {
 func TestFakeSubscribeRefused(t *testing.T) {
 	f := startFake(t, &packets.Connack{}, false)
 	errc := make(chan error, 1)
-	u := New(Config{URL: f.url(), ClientID: "c", Receive: []Subscription{{Filter: "ok/#", QoS: 1}, {Filter: "secret/#", QoS: 1}}}, testLogger(t))
+	u := New(Config{URL: f.url(), ClientID: "c", Receive: []Subscription{{Filter: "ok/#", QoS: 1}, {Filter: "secret/#", QoS: 1}}}, upstreamtest.Logger(t))
 	go func() { errc <- u.Connect(context.Background(), nil) }()
 	sub := f.next().Content.(*packets.Subscribe)
 	f.send(&packets.Suback{PacketID: sub.PacketID, Reasons: []byte{1, 0x87}, Properties: &packets.Properties{}})

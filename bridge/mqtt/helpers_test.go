@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -16,24 +14,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/internal/upstreamtest"
 )
 
 // waitTimeout bounds every wait of the tests.
 const waitTimeout = 20 * time.Second
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
 
 // inbox collects what an Upstream delivers.
 type inbox chan *bridge.Inbound
@@ -62,7 +47,7 @@ func connect(t testing.TB, cfg Config, handle func(*bridge.Inbound)) *Upstream {
 	if cfg.ClientID == "" {
 		cfg.ClientID = "ferrymq-" + strings.ReplaceAll(t.Name(), "/", "-")
 	}
-	u := New(cfg, testLogger(t))
+	u := New(cfg, upstreamtest.Logger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if err := u.Connect(ctx, handle); err != nil {

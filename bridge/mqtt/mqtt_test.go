@@ -266,7 +266,7 @@ func TestRequestReply(t *testing.T) {
 func TestFrozenUpstream(t *testing.T) {
 	m := upstreamtest.StartMosquittoWith(t, fastMosquitto)
 	noGoroutineGrowth(t, func() {
-		u := New(Config{URL: m.URL(), ClientID: "frozen"}, testLogger(t))
+		u := New(Config{URL: m.URL(), ClientID: "frozen"}, upstreamtest.Logger(t))
 		if err := u.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -405,7 +405,7 @@ func TestConnectErrors(t *testing.T) {
 		{"bad URL", "mqtt://gw:wrong-secret@" + m.Addr() + "/path", "c", "no path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := New(Config{URL: tc.url, ClientID: tc.clientID}, testLogger(t))
+			u := New(Config{URL: tc.url, ClientID: tc.clientID}, upstreamtest.Logger(t))
 			err := u.Connect(ctx, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Connect = %v, want %q", err, tc.want)
@@ -428,7 +428,7 @@ func TestConnectErrors(t *testing.T) {
 		defer m.Thaw()
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		u := New(Config{URL: m.URL(), ClientID: "c"}, testLogger(t))
+		u := New(Config{URL: m.URL(), ClientID: "c"}, upstreamtest.Logger(t))
 		if err := u.Connect(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Connect = %v, want DeadlineExceeded", err)
 		}
@@ -441,7 +441,7 @@ func TestCloseFreesEverything(t *testing.T) {
 	m := upstreamtest.StartMosquittoWith(t, fastMosquitto)
 	noGoroutineGrowth(t, func() {
 		in := make(inbox, 16)
-		u := New(Config{URL: m.URL(), ClientID: "leak", Receive: []Subscription{{Filter: "tele/#", QoS: 1}}}, testLogger(t))
+		u := New(Config{URL: m.URL(), ClientID: "leak", Receive: []Subscription{{Filter: "tele/#", QoS: 1}}}, upstreamtest.Logger(t))
 		if err := u.Connect(context.Background(), in.handle); err != nil {
 			t.Fatal(err)
 		}

@@ -72,7 +72,7 @@ func TestTLS(t *testing.T) {
 	})
 	url := "mqtts://" + m.Addr()
 
-	u := New(Config{URL: url, ClientID: "tls"}, testLogger(t))
+	u := New(Config{URL: url, ClientID: "tls"}, upstreamtest.Logger(t))
 	err := u.Connect(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "TLS handshake") {
 		t.Fatalf("Connect without the roots = %v, want a TLS handshake error", err)

@@ -44,7 +44,15 @@ func startBenchBroker(tb testing.TB, listen, dataDir, durability string) *benchB
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	args := []string{"run", "--listen", listen, "--data-dir", dataDir, "--durability", durability}
+	return execBenchBroker(tb, "run", "--listen", listen, "--data-dir", dataDir, "--durability", durability)
+}
+
+// execBenchBroker runs ferrymq with args, pinned with taskset to the CPUs
+// in FERRYMQ_BENCH_BROKER_CPUS when set, with the extra environment
+// variables of FERRYMQ_BENCH_BROKER_ENV (e.g. "GODEBUG=gctrace=1"), and
+// collects its stderr lines. It is killed at cleanup if still running.
+func execBenchBroker(tb testing.TB, args ...string) *benchBroker {
+	tb.Helper()
 	name := ferrymqBin
 	if cpus := os.Getenv("FERRYMQ_BENCH_BROKER_CPUS"); cpus != "" {
 		args = append([]string{"-c", cpus, ferrymqBin}, args...)
@@ -52,6 +60,9 @@ func startBenchBroker(tb testing.TB, listen, dataDir, durability string) *benchB
 	}
 	p := &benchBroker{cmd: exec.Command(name, args...), done: make(chan struct{})}
 	p.cmd.Env = childEnv()
+	if extra := os.Getenv("FERRYMQ_BENCH_BROKER_ENV"); extra != "" {
+		p.cmd.Env = append(p.cmd.Env, strings.Fields(extra)...)
+	}
 	p.cmd.Dir = tb.TempDir()
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -516,17 +527,23 @@ func (m *benchConn) receive(got func(topic []byte)) error {
 			if len(m.buf) < 4+tl {
 				return errors.New("short PUBLISH packet id")
 			}
-			m.wmu.Lock()
-			m.w.Write([]byte{0x40, 2, m.buf[2+tl], m.buf[3+tl]})
-			if m.r.Buffered() == 0 {
-				err = m.w.Flush()
-			}
-			m.wmu.Unlock()
-			if err != nil {
+			if err := m.puback(m.buf[2+tl], m.buf[3+tl]); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// puback acknowledges the QoS 1 PUBLISH with packet id hi<<8|lo; the
+// buffered writes go out once no more packets wait to be read.
+func (m *benchConn) puback(hi, lo byte) error {
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	m.w.Write([]byte{0x40, 2, hi, lo})
+	if m.r.Buffered() == 0 {
+		return m.w.Flush()
+	}
+	return nil
 }
 
 // benchPublisher publishes QoS 1 messages on one connection with at most

@@ -68,7 +68,6 @@ package main_test
 // and CPU profiles of the same drain run in the test process.
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -397,47 +396,7 @@ func startBridgeBenchBroker(tb testing.TB, dataDir, durability, config string) *
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	args := []string{"run", "-c", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--durability", durability}
-	name := ferrymqBin
-	if cpus := os.Getenv("FERRYMQ_BENCH_BROKER_CPUS"); cpus != "" {
-		args = append([]string{"-c", cpus, ferrymqBin}, args...)
-		name = "taskset"
-	}
-	p := &benchBroker{cmd: exec.Command(name, args...), done: make(chan struct{})}
-	p.cmd.Env = childEnv()
-	if extra := os.Getenv("FERRYMQ_BENCH_BROKER_ENV"); extra != "" {
-		p.cmd.Env = append(p.cmd.Env, strings.Fields(extra)...)
-	}
-	p.cmd.Dir = tb.TempDir()
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p.started = time.Now()
-	if err := p.cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.mu.Unlock()
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	return execBenchBroker(tb, "run", "-c", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--durability", durability)
 }
 
 // benchLogBrokerEnvLines logs the broker's stderr lines that are not its
@@ -1148,13 +1107,7 @@ func benchReceivePayloads(m *benchConn, got func(payload []byte)) error {
 		}
 		got(m.buf[off:])
 		if qos == 1 {
-			m.wmu.Lock()
-			m.w.Write([]byte{0x40, 2, m.buf[off-2], m.buf[off-1]})
-			if m.r.Buffered() == 0 {
-				err = m.w.Flush()
-			}
-			m.wmu.Unlock()
-			if err != nil {
+			if err := m.puback(m.buf[off-2], m.buf[off-1]); err != nil {
 				return err
 			}
 		}

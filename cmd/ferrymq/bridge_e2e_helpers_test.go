@@ -27,6 +27,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	bridgeamqp "github.com/ferrymq/ferrymq/bridge/amqp"
 	"github.com/ferrymq/ferrymq/broker/packet"
 	"github.com/ferrymq/ferrymq/internal/upstreamtest"
 )
@@ -733,7 +734,7 @@ func (u *e2eUpstream) consumeAMQP(t *testing.T, filter string, sink *e2eSink) {
 		defer close(done)
 		for d := range deliveries {
 			m := e2eMsg{topic: amqpKeyToTopic(d.RoutingKey), payload: string(d.Body), id: d.MessageId, dup: d.Redelivered}
-			m.seq, m.hasSeq = amqpSeq(d.Headers["ferrymq-seq"])
+			m.seq, m.hasSeq = bridgeamqp.HeaderSeq(d.Headers[bridgeamqp.SeqHeader])
 			sink.add(m)
 		}
 	}()
@@ -742,25 +743,6 @@ func (u *e2eUpstream) consumeAMQP(t *testing.T, filter string, sink *e2eSink) {
 		conn.Close()
 		<-done
 	})
-}
-
-func amqpSeq(v any) (uint64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return uint64(n), true
-	case int32:
-		return uint64(n), true
-	case int16:
-		return uint64(n), true
-	case uint64:
-		return n, true
-	case uint32:
-		return uint64(n), true
-	case string:
-		s, err := strconv.ParseUint(n, 10, 64)
-		return s, err == nil
-	}
-	return 0, false
 }
 
 // v5Sub is a minimal MQTT 5 subscriber (over the broker's own packet
